@@ -1,0 +1,144 @@
+import type { Logger } from 'pino'
+import type { FastifyInstance } from 'fastify'
+import { AuditLog } from './audit/audit.ts'
+import { DeviceBroker } from './broker/broker.ts'
+import { ensureDevelopmentPki, readTlsMaterial, serverNames, type TlsMaterial } from './broker/pki.ts'
+import { type Clock, systemClock } from './clock.ts'
+import type { GatewayConfig } from './config/load.ts'
+import { RpmError } from './errors.ts'
+import { EventBus } from './events.ts'
+import { buildHttpServer } from './http/server.ts'
+import { Ingest } from './ingest/ingest.ts'
+import { createLogger } from './log.ts'
+import { createMetrics, type Metrics } from './metrics.ts'
+import { Registry } from './registry/registry.ts'
+import { openStore, type Store } from './store/db.ts'
+
+export interface GatewayDeps {
+  clock?: Clock
+  log?: Logger
+}
+
+export interface GatewayUrls {
+  mqtts: string
+  mqtt?: string
+  ws?: string
+  http: string
+  caFile: string
+  dataDir: string
+  database: string
+}
+
+export interface Gateway {
+  readonly config: Readonly<GatewayConfig>
+  readonly store: Store
+  readonly bus: EventBus
+  readonly registry: Registry
+  readonly metrics: Metrics
+  readonly audit: AuditLog
+  readonly broker: DeviceBroker
+  readonly http: FastifyInstance
+  start(): Promise<GatewayUrls>
+  stop(): Promise<void>
+  urls(): GatewayUrls
+}
+
+async function tlsFor(config: Readonly<GatewayConfig>): Promise<{ material: TlsMaterial; caFile: string }> {
+  const { cert, key, ca } = config.mqtt.tls
+  const given = [cert, key, ca].filter(Boolean).length
+  if (given > 0 && given < 3) {
+    throw new RpmError('RPM_ERR_CONFIG_INVALID', 'invalid configuration: mqtt.tls needs cert, key and ca together (or none, for the development CA)')
+  }
+  if (given === 3) {
+    try {
+      return { material: readTlsMaterial({ cert, key, ca }), caFile: ca }
+    } catch (err) {
+      throw new RpmError('RPM_ERR_CONFIG_INVALID', `invalid configuration: mqtt.tls: ${(err as Error).message}`)
+    }
+  }
+  const files = await ensureDevelopmentPki(config.dataDir, serverNames(config.mqtt.serverNames))
+  return { material: readTlsMaterial({ cert: files.certPath, key: files.keyPath, ca: files.caCertPath }), caFile: files.caCertPath }
+}
+
+const hostForUrl = (h: string) => (h === '0.0.0.0' || h === '::' ? 'localhost' : h.includes(':') ? `[${h}]` : h)
+
+/** Builds a whole gateway from a validated config. No globals: several can run in one process. */
+export async function buildGateway(config: Readonly<GatewayConfig>, deps: GatewayDeps = {}): Promise<Gateway> {
+  const clock = deps.clock ?? systemClock
+  const log = deps.log ?? createLogger(config.log.level)
+  const { material, caFile } = await tlsFor(config)
+  const store = await openStore(config.dataDir)
+  const bus = new EventBus()
+  const metrics = createMetrics()
+  const audit = new AuditLog(store.sqlite, clock)
+  const registry = new Registry(store.db, clock)
+  const ingest = new Ingest(config.ingest, store, bus, clock, metrics, log.child({ module: 'ingest' }))
+  const broker = await DeviceBroker.create({
+    config: config.mqtt,
+    tls: material,
+    store,
+    ingest,
+    audit,
+    bus,
+    metrics,
+    log: log.child({ module: 'broker' }),
+    clock,
+  })
+  let started = false
+  const http = await buildHttpServer({
+    config: config.http,
+    maxPacketBytes: config.mqtt.maxPacketBytes,
+    broker,
+    metrics,
+    log: log.child({ module: 'http' }),
+    tls: material,
+    readiness: {
+      database: () => store.sqlite.open,
+      mqtt: () => started && broker.listening,
+    },
+  })
+  let httpPort = 0
+
+  const urls = (): GatewayUrls => {
+    const scheme = http.initialConfig.https ? 'https' : 'http'
+    const host = hostForUrl(config.http.host)
+    const u: GatewayUrls = {
+      mqtts: `mqtts://${hostForUrl(config.mqtt.host)}:${broker.ports.tls}`,
+      http: `${scheme}://${host}:${httpPort}`,
+      caFile,
+      dataDir: config.dataDir,
+      database: store.file,
+    }
+    if (broker.ports.tcp !== undefined) u.mqtt = `mqtt://${hostForUrl(config.mqtt.tcpHost)}:${broker.ports.tcp}`
+    if (config.http.mqttWebSocket) u.ws = `${scheme === 'https' ? 'wss' : 'ws'}://${host}:${httpPort}/mqtt`
+    return u
+  }
+
+  return {
+    config,
+    store,
+    bus,
+    registry,
+    metrics,
+    audit,
+    broker,
+    http,
+    urls,
+    async start() {
+      await broker.listen()
+      await http.listen({ host: config.http.host, port: config.http.port })
+      httpPort = (http.server.address() as { port: number }).port
+      started = true
+      return urls()
+    },
+    async stop() {
+      started = false
+      // Commit what is queued so every reading already received gets its PUBACK or its error.
+      ingest.flush()
+      await broker.close()
+      ingest.close()
+      await http.close()
+      await store.close()
+    },
+  }
+}

@@ -1,0 +1,309 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { Command, CommanderError, Option } from 'commander'
+import { AuditLog } from '../audit/audit.ts'
+import { buildGateway } from '../app.ts'
+import { issueCertificate, pkiFiles } from '../broker/pki.ts'
+import { systemClock } from '../clock.ts'
+import { type GatewayConfig, loadConfig, unknownEnvNames } from '../config/load.ts'
+import { RpmError, isRpmError } from '../errors.ts'
+import { listQuarantine, listReadings } from '../ingest/queries.ts'
+import { DEVICE_KINDS, Registry } from '../registry/registry.ts'
+import { openStore, type Store } from '../store/db.ts'
+import type { DeviceKind } from '../store/schema.ts'
+
+interface GlobalOptions {
+  dataDir?: string
+  json?: boolean
+  config?: string
+}
+
+type Out = { json: boolean; print(human: string, doc: unknown): void }
+
+function output(opts: GlobalOptions): Out {
+  const json = Boolean(opts.json)
+  return {
+    json,
+    print(human, doc) {
+      process.stdout.write(json ? JSON.stringify(doc, null, 2) + '\n' : human + '\n')
+    },
+  }
+}
+
+function config(opts: GlobalOptions): Readonly<GatewayConfig> {
+  return loadConfig({ file: opts.config, overrides: opts.dataDir ? { dataDir: opts.dataDir } : {} })
+}
+
+/** Runs `fn` with the data directory's database open, closing it afterwards. */
+async function withStore<T>(opts: GlobalOptions, fn: (store: Store, registry: Registry, audit: AuditLog) => Promise<T>): Promise<T> {
+  const store = await openStore(config(opts).dataDir)
+  try {
+    return await fn(store, new Registry(store.db, systemClock), new AuditLog(store.sqlite, systemClock))
+  } finally {
+    await store.close()
+  }
+}
+
+const operator = () => os.userInfo().username
+
+function table(rows: Array<Record<string, unknown>>, columns: string[]): string {
+  if (rows.length === 0) return '(none)'
+  const cells = rows.map((r) => columns.map((c) => (r[c] === null || r[c] === undefined ? '' : typeof r[c] === 'object' ? JSON.stringify(r[c]) : String(r[c]))))
+  const widths = columns.map((c, i) => Math.max(c.length, ...cells.map((row) => row[i]!.length)))
+  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(widths[i]!)).join('  ').trimEnd()
+  return [line(columns), ...cells.map(line)].join('\n')
+}
+
+function intOption(value: string, name: string): number {
+  const n = Number(value)
+  if (!Number.isInteger(n)) throw new RpmError('RPM_ERR_BAD_REQUEST', `${name} must be an integer`, { details: { field: name } })
+  return n
+}
+
+export function buildProgram(): Command {
+  const program = new Command('rpm-gateway')
+    .description('Remote patient monitoring gateway: devices, readings and the services around them')
+    .option('--data-dir <dir>', 'data directory (default: $RPM_DATA_DIR or ./data)')
+    .option('--json', 'print one JSON document on stdout')
+    .showHelpAfterError()
+    .exitOverride()
+
+  const g = (cmd: Command) => cmd.optsWithGlobals() as GlobalOptions & Record<string, string | undefined>
+
+  program
+    .command('start')
+    .description('start the gateway (MQTT over TLS, MQTT over WebSocket, HTTP)')
+    .option('--config <file>', 'configuration file (YAML or JSON); RPM_* environment variables override it')
+    .action(async (_o, cmd: Command) => {
+      const opts = g(cmd)
+      const out = output(opts)
+      const cfg = config(opts)
+      const gateway = await buildGateway(cfg)
+      for (const name of unknownEnvNames()) process.stderr.write(`warning: ${name} names no configuration key; ignored\n`)
+      const urls = await gateway.start()
+      out.print(banner(urls), urls)
+      await new Promise<void>((resolve) => {
+        let stopping = false
+        const stop = (signal: string) => {
+          if (stopping) return
+          stopping = true
+          process.stderr.write(`${signal}: stopping\n`)
+          gateway.stop().then(resolve, (err: unknown) => {
+            process.stderr.write(`error while stopping: ${(err as Error).message}\n`)
+            resolve()
+          })
+        }
+        process.once('SIGINT', () => stop('SIGINT'))
+        process.once('SIGTERM', () => stop('SIGTERM'))
+      })
+    })
+
+  const patient = program.command('patient').description('manage patients')
+  patient
+    .command('add')
+    .description('add a patient')
+    .requiredOption('--name <name>', 'the patient\'s name')
+    .option('--id <id>', 'patient id (default: generated)')
+    .option('--timezone <tz>', 'IANA time zone, e.g. America/Chicago (default: this machine\'s)')
+    .action(async (o: { name: string; id?: string; timezone?: string }, cmd: Command) => {
+      const out = output(g(cmd))
+      const p = await withStore(g(cmd), async (_s, registry, audit) => {
+        const created = await registry.addPatient(o)
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'patient.add', target: created.id, outcome: 'allowed' })
+        return created
+      })
+      out.print(`patient ${p.id} added (time zone ${p.timezone})\nnext: rpm-gateway device add --patient ${p.id} --kind bp_cuff`, p)
+    })
+  patient
+    .command('list')
+    .description('list patients')
+    .action(async (_o, cmd: Command) => {
+      const out = output(g(cmd))
+      const items = await withStore(g(cmd), async (store) =>
+        (await store.db.selectFrom('patients').selectAll().orderBy('id').execute()).map((r) => ({ id: r.id, name: r.name, timezone: r.timezone, createdAt: r.created_at })),
+      )
+      out.print(table(items, ['id', 'name', 'timezone', 'createdAt']), { items })
+    })
+
+  const device = program.command('device').description('manage devices')
+  device
+    .command('add')
+    .description('provision a device for a patient; prints its secret once')
+    .requiredOption('--patient <id>', 'patient id')
+    .option('--id <id>', 'device id (default: generated); also the MQTT client id and username')
+    .addOption(new Option('--kind <kind>', 'device kind').choices(DEVICE_KINDS as string[]).default('bp_cuff'))
+    .action(async (o: { patient: string; id?: string; kind: DeviceKind }, cmd: Command) => {
+      const opts = g(cmd)
+      const out = output(opts)
+      const d = await withStore(opts, async (_s, registry, audit) => {
+        const created = await registry.addDevice({ patientId: o.patient, kind: o.kind, ...(o.id ? { id: o.id } : {}) })
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'device.add', target: created.id, outcome: 'allowed' })
+        return created
+      })
+      const ca = pkiFiles(config(opts).dataDir).caCertPath
+      out.print(
+        [
+          `device ${d.id} (${d.kind}) provisioned for patient ${d.patientId}`,
+          ``,
+          `  MQTT client id and username: ${d.id}`,
+          `  secret (shown once; only a hash is kept): ${d.secret}`,
+          ``,
+          `Publish a reading:`,
+          `  mosquitto_pub -h localhost -p 8883 --cafile ${ca} -i ${d.id} -u ${d.id} -P '${d.secret}' -q 1 \\`,
+          `    -t devices/${d.id}/readings -m '{"type":"blood_pressure","systolic":128,"diastolic":82,"pulse":70,"unit":"mmHg","measuredAt":"${new Date().toISOString().slice(0, 19)}Z","seq":1}'`,
+        ].join('\n'),
+        d,
+      )
+    })
+  device
+    .command('cert')
+    .description('issue a client certificate (CN = device id) from the gateway CA, for mutual TLS')
+    .requiredOption('--device <id>', 'device id')
+    .requiredOption('--out <dir>', 'directory to write <id>.pem, <id>-key.pem and ca.pem')
+    .option('--days <n>', 'validity in days', '825')
+    .action(async (o: { device: string; out: string; days: string }, cmd: Command) => {
+      const opts = g(cmd)
+      const out = output(opts)
+      const cfg = config(opts)
+      const pki = pkiFiles(cfg.dataDir)
+      if (cfg.mqtt.tls.ca || !existsSync(pki.caKeyPath)) {
+        throw new RpmError(
+          'RPM_ERR_BAD_REQUEST',
+          cfg.mqtt.tls.ca
+            ? 'the gateway uses your own CA (mqtt.tls.ca): issue device certificates from it'
+            : `no development CA in ${path.dirname(pki.caKeyPath)}: start the gateway once to create it`,
+        )
+      }
+      const result = await withStore(opts, async (_s, registry, audit) => {
+        const d = await registry.getDevice(o.device)
+        if (d.status !== 'active') throw new RpmError('RPM_ERR_BAD_REQUEST', `device ${d.id} is disabled`, { details: { field: 'device' } })
+        const { cert, key } = await issueCertificate({
+          caCertPem: readFileSync(pki.caCertPath, 'utf8'),
+          caKeyPem: readFileSync(pki.caKeyPath, 'utf8'),
+          commonName: d.id,
+          validDays: intOption(o.days, 'days'),
+        })
+        mkdirSync(o.out, { recursive: true })
+        const files = { cert: path.resolve(o.out, `${d.id}.pem`), key: path.resolve(o.out, `${d.id}-key.pem`), ca: path.resolve(o.out, 'ca.pem') }
+        writeFileSync(files.cert, cert)
+        writeFileSync(files.key, key, { mode: 0o600 })
+        writeFileSync(files.ca, readFileSync(pki.caCertPath))
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'device.cert', target: d.id, outcome: 'allowed' })
+        return { deviceId: d.id, ...files }
+      })
+      out.print(
+        `certificate for ${result.deviceId} written:\n  ${result.cert}\n  ${result.key}\n  ${result.ca}\nConnect with client id ${result.deviceId}; no username or password is needed.`,
+        result,
+      )
+    })
+  device
+    .command('disable')
+    .description('disable a device: it can no longer connect, and an open connection is closed')
+    .requiredOption('--device <id>', 'device id')
+    .action(async (o: { device: string }, cmd: Command) => {
+      const out = output(g(cmd))
+      const d = await withStore(g(cmd), async (_s, registry, audit) => {
+        const disabled = await registry.disableDevice(o.device)
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'device.disable', target: disabled.id, outcome: 'allowed' })
+        return disabled
+      })
+      out.print(`device ${d.id} disabled`, d)
+    })
+  device
+    .command('list')
+    .description('list devices with their status and presence')
+    .option('--patient <id>', 'only this patient\'s devices')
+    .action(async (o: { patient?: string }, cmd: Command) => {
+      const out = output(g(cmd))
+      const items = await withStore(g(cmd), (_s, registry) => registry.listDevices(o.patient))
+      out.print(table(items as unknown as Array<Record<string, unknown>>, ['id', 'patientId', 'kind', 'status', 'online', 'lastSeenAt']), { items })
+    })
+
+  program
+    .command('readings')
+    .description('a patient\'s readings, newest first')
+    .requiredOption('--patient <id>', 'patient id')
+    .option('--type <type>', 'blood_pressure, glucose, spo2, heart_rate, weight or temperature')
+    .option('--since <iso>', 'measured at or after this time')
+    .option('--limit <n>', 'at most this many', '100')
+    .action(async (o: { patient: string; type?: string; since?: string; limit: string }, cmd: Command) => {
+      const out = output(g(cmd))
+      const result = await withStore(g(cmd), async (store, registry, audit) => {
+        await registry.getPatient(o.patient)
+        const page = await listReadings(store.db, {
+          patientId: o.patient,
+          limit: intOption(o.limit, 'limit'),
+          ...(o.type ? { type: o.type } : {}),
+          ...(o.since ? { since: o.since } : {}),
+        })
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'readings.read', target: o.patient, outcome: 'allowed' })
+        return page
+      })
+      const rows = result.items.map((r) => ({ measuredAt: r.measuredAt, type: r.type, values: r.values, deviceId: r.deviceId, seq: r.seq }))
+      out.print(table(rows, ['measuredAt', 'type', 'values', 'deviceId', 'seq']), { items: result.items, nextCursor: result.nextCursor })
+    })
+
+  program
+    .command('quarantine')
+    .description('payloads from a device that were set aside, with the reason')
+    .requiredOption('--device <id>', 'device id')
+    .option('--limit <n>', 'at most this many', '100')
+    .action(async (o: { device: string; limit: string }, cmd: Command) => {
+      const out = output(g(cmd))
+      const result = await withStore(g(cmd), async (store, registry) => {
+        await registry.getDevice(o.device)
+        return listQuarantine(store.db, o.device, intOption(o.limit, 'limit'))
+      })
+      out.print(table(result.items as unknown as Array<Record<string, unknown>>, ['receivedAt', 'code', 'path', 'seq', 'message']), result)
+    })
+
+  const audit = program.command('audit').description('the audit trail')
+  audit
+    .command('verify')
+    .description('check that the audit trail has not been altered')
+    .action(async (_o, cmd: Command) => {
+      const out = output(g(cmd))
+      const result = await withStore(g(cmd), async (_s, _r, log) => log.verify())
+      out.print(result.ok ? `audit trail intact (${result.rows} entries)` : `audit trail ALTERED at entry ${result.brokenAt}: ${result.reason}`, result)
+      if (!result.ok) process.exitCode = 2
+    })
+
+  return program
+}
+
+function banner(u: ReturnType<Awaited<ReturnType<typeof buildGateway>>['urls']>): string {
+  const rel = (p: string) => path.relative(process.cwd(), p) || p
+  return [
+    'rpm-gateway is running',
+    `  data directory  ${u.dataDir}`,
+    `  database        ${u.database}`,
+    `  MQTT over TLS   ${u.mqtts}    (CA certificate: ${u.caFile})`,
+    ...(u.mqtt ? [`  MQTT (plain)    ${u.mqtt}`] : []),
+    ...(u.ws ? [`  MQTT over WS    ${u.ws}`] : []),
+    `  HTTP            ${u.http}    (/healthz, /readyz, /metrics)`,
+    '',
+    'Provision a device:',
+    `  npx rpm-gateway patient add --name "Jane Doe"${u.dataDir === path.resolve('data') ? '' : ` --data-dir ${rel(u.dataDir)}`}`,
+    '  npx rpm-gateway device add --patient <patient id> --kind bp_cuff',
+    'then connect with the device id as client id and username, and its secret as password',
+    '(docs/devices.md). Try it with simulated devices: npm run simulate -- --help',
+    '',
+  ].join('\n')
+}
+
+/** Runs the CLI; returns the exit code. */
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram()
+  try {
+    await program.parseAsync(argv, { from: 'user' })
+    return typeof process.exitCode === 'number' ? process.exitCode : 0
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode
+    const json = argv.includes('--json')
+    const e = isRpmError(err) ? err : new RpmError('RPM_ERR_INTERNAL', (err as Error).message)
+    if (json) process.stdout.write(JSON.stringify({ error: e.toJSON() }, null, 2) + '\n')
+    else process.stderr.write(`error: ${e.message} (${e.code})\n`)
+    return 1
+  }
+}

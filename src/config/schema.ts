@@ -1,0 +1,119 @@
+export interface GatewayConfig {
+  /** Where the database, keys and generated certificates live. */
+  dataDir: string
+  log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' }
+  http: {
+    host: string
+    port: number
+    /** Serve MQTT over WebSocket at /mqtt on the HTTP server. */
+    mqttWebSocket: boolean
+  }
+  mqtt: {
+    host: string
+    port: number
+    /** PEM files; when all are empty the gateway uses its generated development CA. */
+    tls: { cert: string; key: string; ca: string }
+    /** Extra DNS names or IP addresses for the generated development server certificate. */
+    serverNames: string[]
+    /** Plain TCP (no TLS) listener: -1 (the default) disables it; 0 picks a free port. Bound to tcpHost, loopback by default. */
+    tcpPort: number
+    tcpHost: string
+    maxPacketBytes: number
+    maxConnections: number
+    /** New connections accepted per address per minute (token bucket). */
+    connectRatePerMinute: number
+    /** Failed logins from one address before each further attempt is delayed. */
+    authFailuresBeforeDelay: number
+    authFailureDelayMs: number
+    keepaliveTimeoutSeconds: number
+  }
+  ingest: {
+    maxBatchSize: number
+    /** Readings measured further than this in the future are quarantined (device clock skew). */
+    maxFutureSkewSeconds: number
+    /** Readings older than this are quarantined. */
+    maxAgeDays: number
+    /** How long a commit waits to gather readings from many devices into one disk sync. */
+    commitIntervalMs: number
+    /** A commit starts at once when this many readings are waiting. */
+    commitMaxReadings: number
+  }
+}
+
+const str = { type: 'string' } as const
+
+// Nested defaults ({}) are filled in by ajv, which the typed schema form cannot express.
+export const configSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['dataDir', 'log', 'http', 'mqtt', 'ingest'],
+  properties: {
+    dataDir: { type: 'string', minLength: 1, default: './data' },
+    log: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['level'],
+      default: {},
+      properties: {
+        level: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
+      },
+    },
+    http: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['host', 'port', 'mqttWebSocket'],
+      default: {},
+      properties: {
+        host: { ...str, minLength: 1, default: '127.0.0.1' },
+        port: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 },
+        mqttWebSocket: { type: 'boolean', default: true },
+      },
+    },
+    mqtt: {
+      type: 'object',
+      additionalProperties: false,
+      required: [
+        'host', 'port', 'tls', 'serverNames', 'tcpPort', 'tcpHost', 'maxPacketBytes', 'maxConnections',
+        'connectRatePerMinute', 'authFailuresBeforeDelay', 'authFailureDelayMs', 'keepaliveTimeoutSeconds',
+      ],
+      default: {},
+      properties: {
+        host: { ...str, minLength: 1, default: '0.0.0.0' },
+        port: { type: 'integer', minimum: 0, maximum: 65535, default: 8883 },
+        tls: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['cert', 'key', 'ca'],
+          default: {},
+          properties: {
+            cert: { ...str, default: '' },
+            key: { ...str, default: '' },
+            ca: { ...str, default: '' },
+          },
+        },
+        serverNames: { type: 'array', items: { type: 'string', minLength: 1 }, default: [] },
+        tcpPort: { type: 'integer', minimum: -1, maximum: 65535, default: -1 },
+        tcpHost: { ...str, minLength: 1, default: '127.0.0.1' },
+        maxPacketBytes: { type: 'integer', minimum: 1024, maximum: 268435455, default: 65536 },
+        maxConnections: { type: 'integer', minimum: 1, default: 20000 },
+        connectRatePerMinute: { type: 'integer', minimum: 1, default: 600 },
+        authFailuresBeforeDelay: { type: 'integer', minimum: 0, default: 5 },
+        authFailureDelayMs: { type: 'integer', minimum: 0, maximum: 60000, default: 1000 },
+        keepaliveTimeoutSeconds: { type: 'integer', minimum: 1, default: 30 },
+      },
+    },
+    ingest: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['maxBatchSize', 'maxFutureSkewSeconds', 'maxAgeDays', 'commitIntervalMs', 'commitMaxReadings'],
+      default: {},
+      properties: {
+        maxBatchSize: { type: 'integer', minimum: 1, maximum: 10000, default: 500 },
+        maxFutureSkewSeconds: { type: 'integer', minimum: 0, default: 300 },
+        maxAgeDays: { type: 'integer', minimum: 1, default: 365 },
+        commitIntervalMs: { type: 'integer', minimum: 0, maximum: 1000, default: 2 },
+        commitMaxReadings: { type: 'integer', minimum: 1, default: 2000 },
+      },
+    },
+  },
+} as const

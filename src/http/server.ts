@@ -1,0 +1,81 @@
+import Fastify, { type FastifyInstance } from 'fastify'
+import websocket from '@fastify/websocket'
+import { createWebSocketStream } from 'ws'
+import type { Logger } from 'pino'
+import type { GatewayConfig } from '../config/load.ts'
+import { RpmError, isRpmError } from '../errors.ts'
+import type { Metrics } from '../metrics.ts'
+import type { DeviceBroker } from '../broker/broker.ts'
+import type { TlsMaterial } from '../broker/pki.ts'
+
+export interface HttpDeps {
+  config: GatewayConfig['http']
+  maxPacketBytes: number
+  broker: DeviceBroker
+  metrics: Metrics
+  log: Logger
+  tls: TlsMaterial
+  /** Checks behind /readyz; each returns true when its part is ready. */
+  readiness: Record<string, () => boolean>
+}
+
+const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost'])
+
+/**
+ * The HTTP server: health, readiness, Prometheus metrics and MQTT over WebSocket at /mqtt.
+ * Off loopback it serves HTTPS with the gateway's certificate.
+ */
+export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> {
+  const secure = !LOOPBACK.has(deps.config.host)
+  const app = Fastify({
+    loggerInstance: deps.log,
+    disableRequestLogging: true,
+    trustProxy: false,
+    ...(secure ? { https: { key: deps.tls.key, cert: deps.tls.cert } } : {}),
+  }) as unknown as FastifyInstance
+
+  app.setErrorHandler((err: Error & { statusCode?: number }, _req, reply) => {
+    if (isRpmError(err)) return reply.status(err.status).send(err.toJSON())
+    const status = (err as { statusCode?: number }).statusCode
+    if (status && status < 500) {
+      return reply.status(status).send({ code: 'RPM_ERR_BAD_REQUEST', message: err.message })
+    }
+    deps.log.error({ err: err.message }, 'request failed')
+    return reply.status(500).send(new RpmError('RPM_ERR_INTERNAL').toJSON())
+  })
+  app.setNotFoundHandler((_req, reply) => {
+    reply.status(404).send(new RpmError('RPM_ERR_NOT_FOUND', 'no such route').toJSON())
+  })
+
+  await app.register(websocket, {
+    options: {
+      // A WebSocket frame can hold at most one full MQTT packet plus framing.
+      maxPayload: deps.maxPacketBytes + 16,
+      handleProtocols: (protocols: Set<string>) => (protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false),
+    },
+  })
+
+  app.get('/healthz', async () => ({ status: 'ok' }))
+
+  app.get('/readyz', async (_req, reply) => {
+    const checks = Object.fromEntries(Object.entries(deps.readiness).map(([name, check]) => [name, check() ? 'up' : 'down']))
+    const ready = Object.values(checks).every((v) => v === 'up')
+    return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', checks })
+  })
+
+  app.get('/metrics', async (_req, reply) => {
+    reply.header('content-type', deps.metrics.registry.contentType)
+    return deps.metrics.registry.metrics()
+  })
+
+  if (deps.config.mqttWebSocket) {
+    app.get('/mqtt', { websocket: true }, (socket, req) => {
+      const stream = createWebSocketStream(socket)
+      stream.on('error', () => stream.destroy())
+      if (!deps.broker.admit(stream, req.ip)) return
+      deps.broker.attach(stream, { address: req.ip, transport: 'ws' })
+    })
+  }
+
+  return app
+}

@@ -1,0 +1,58 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client'
+
+/** One registry per gateway (two gateways in one process keep separate figures). */
+export function createMetrics() {
+  const registry = new Registry()
+  collectDefaultMetrics({ register: registry, prefix: 'rpm_' })
+  return {
+    registry,
+    connections: new Gauge({ name: 'rpm_mqtt_connections', help: 'Open MQTT connections (authenticated devices)', registers: [registry] }),
+    connectRefused: new Counter({
+      name: 'rpm_mqtt_connect_refused_total',
+      help: 'Connections refused, by reason',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
+    aclDenied: new Counter({
+      name: 'rpm_mqtt_acl_denied_total',
+      help: 'Publishes and subscriptions refused by the topic ACL',
+      labelNames: ['action'] as const,
+      registers: [registry],
+    }),
+    packetsTooLarge: new Counter({ name: 'rpm_mqtt_packets_too_large_total', help: 'Connections closed for an oversized packet', registers: [registry] }),
+    readingsAccepted: new Counter({
+      name: 'rpm_readings_accepted_total',
+      help: 'Readings committed to the journal, by type',
+      labelNames: ['type'] as const,
+      registers: [registry],
+    }),
+    readingsDuplicate: new Counter({ name: 'rpm_readings_duplicate_total', help: 'Redelivered readings already in the journal', registers: [registry] }),
+    readingsQuarantined: new Counter({
+      name: 'rpm_readings_quarantined_total',
+      help: 'Readings or payloads set aside, by reading type and error code',
+      labelNames: ['type', 'code'] as const,
+      registers: [registry],
+    }),
+    pubackLatency: new Histogram({
+      name: 'rpm_puback_latency_seconds',
+      help: 'From PUBLISH received to PUBACK released (journal committed)',
+      buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers: [registry],
+    }),
+    commitSize: new Histogram({
+      name: 'rpm_journal_commit_readings',
+      help: 'Readings and quarantine records written per journal commit',
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000],
+      registers: [registry],
+    }),
+    commitDuration: new Histogram({
+      name: 'rpm_journal_commit_seconds',
+      help: 'Time to write and sync one journal commit',
+      buckets: [0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1],
+      registers: [registry],
+    }),
+    commitFailures: new Counter({ name: 'rpm_journal_commit_failures_total', help: 'Journal commits that failed (nothing acknowledged)', registers: [registry] }),
+  }
+}
+
+export type Metrics = ReturnType<typeof createMetrics>

@@ -1,0 +1,62 @@
+import { mkdirSync } from 'node:fs'
+import path from 'node:path'
+import SQLite from 'better-sqlite3'
+import { Kysely, Migrator, SqliteDialect } from 'kysely'
+import { RpmError } from '../errors.ts'
+import { migrationProvider } from './migrations.ts'
+import type { Database } from './schema.ts'
+
+export type { Database } from './schema.ts'
+
+export interface Store {
+  /** Typed query builder for everything but the ingest hot path. */
+  readonly db: Kysely<Database>
+  /** The raw connection, for prepared statements on the hot path and synchronous transactions. */
+  readonly sqlite: SQLite.Database
+  readonly file: string
+  close(): Promise<void>
+}
+
+export function databaseFile(dataDir: string): string {
+  return path.join(dataDir, 'rpm-gateway.db')
+}
+
+/**
+ * Opens (creating when missing) the gateway database under the data directory and brings its
+ * schema up to date. WAL with synchronous=FULL: a commit survives power loss, not only a
+ * process crash, which is what a PUBACK promises.
+ */
+export async function openStore(dataDir: string): Promise<Store> {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+  const file = databaseFile(dataDir)
+  let sqlite: SQLite.Database
+  try {
+    sqlite = new SQLite(file)
+  } catch (err) {
+    throw new RpmError('RPM_ERR_UNAVAILABLE', `cannot open the database at ${file}`, { cause: err })
+  }
+  sqlite.pragma('journal_mode = WAL')
+  sqlite.pragma('synchronous = FULL')
+  sqlite.pragma('foreign_keys = ON')
+  // Another process (the CLI while the gateway runs) may hold the write lock briefly.
+  sqlite.pragma('busy_timeout = 5000')
+
+  const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) })
+  const { error, results } = await new Migrator({ db, provider: migrationProvider }).migrateToLatest()
+  if (error) {
+    const failed = results?.find((r) => r.status === 'Error')?.migrationName
+    await db.destroy()
+    throw new RpmError('RPM_ERR_UNAVAILABLE', `database migration ${failed ?? ''} failed`, { cause: error })
+  }
+  let closed = false
+  return {
+    db,
+    sqlite,
+    file,
+    async close() {
+      if (closed) return
+      closed = true
+      await db.destroy() // closes the better-sqlite3 connection too
+    },
+  }
+}

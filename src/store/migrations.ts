@@ -1,0 +1,92 @@
+import { type Kysely, type Migration, type MigrationProvider, sql } from 'kysely'
+
+/**
+ * Schema migrations, in order. Written with the query builder so they run on SQLite and on
+ * PostgreSQL alike; never edit a released migration, add a new one.
+ */
+const migrations: Record<string, Migration> = {
+  '0001-core': {
+    async up(db: Kysely<any>) {
+      await db.schema
+        .createTable('patients')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('name', 'text', (c) => c.notNull())
+        .addColumn('timezone', 'text', (c) => c.notNull())
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .execute()
+
+      await db.schema
+        .createTable('devices')
+        .addColumn('id', 'text', (c) => c.primaryKey())
+        .addColumn('patient_id', 'text', (c) => c.notNull().references('patients.id'))
+        .addColumn('kind', 'text', (c) => c.notNull())
+        .addColumn('secret_hash', 'text')
+        .addColumn('status', 'text', (c) => c.notNull().defaultTo('active'))
+        .addColumn('created_at', 'text', (c) => c.notNull())
+        .addColumn('disabled_at', 'text')
+        .addColumn('online', 'integer', (c) => c.notNull().defaultTo(0))
+        .addColumn('last_seen_at', 'text')
+        .addColumn('last_connected_at', 'text')
+        .execute()
+      await db.schema.createIndex('devices_patient').on('devices').column('patient_id').execute()
+
+      await db.schema
+        .createTable('readings')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('device_id', 'text', (c) => c.notNull())
+        .addColumn('patient_id', 'text', (c) => c.notNull())
+        .addColumn('type', 'text', (c) => c.notNull())
+        .addColumn('seq', 'integer')
+        .addColumn('measured_at', 'text', (c) => c.notNull())
+        .addColumn('received_at', 'text', (c) => c.notNull())
+        .addColumn('values_json', 'text', (c) => c.notNull())
+        .addColumn('original_json', 'text', (c) => c.notNull())
+        .addColumn('dedupe_key', 'text', (c) => c.notNull().unique())
+        .execute()
+      await db.schema
+        .createIndex('readings_patient_type_time')
+        .on('readings')
+        .columns(['patient_id', 'type', 'measured_at'])
+        .execute()
+      await db.schema.createIndex('readings_patient_time').on('readings').columns(['patient_id', 'measured_at']).execute()
+
+      await db.schema
+        .createTable('quarantine')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('device_id', 'text', (c) => c.notNull())
+        .addColumn('received_at', 'text', (c) => c.notNull())
+        .addColumn('code', 'text', (c) => c.notNull())
+        .addColumn('message', 'text', (c) => c.notNull())
+        .addColumn('path', 'text')
+        .addColumn('seq', 'integer')
+        .addColumn('batch_index', 'integer')
+        .addColumn('raw', 'text', (c) => c.notNull())
+        .execute()
+      await db.schema.createIndex('quarantine_device').on('quarantine').columns(['device_id', 'id']).execute()
+
+      await db.schema
+        .createTable('audit')
+        .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+        .addColumn('at', 'text', (c) => c.notNull())
+        .addColumn('actor_type', 'text', (c) => c.notNull())
+        .addColumn('actor_id', 'text', (c) => c.notNull())
+        .addColumn('action', 'text', (c) => c.notNull())
+        .addColumn('target', 'text')
+        .addColumn('outcome', 'text', (c) => c.notNull())
+        .addColumn('address', 'text')
+        .addColumn('details_json', 'text')
+        .addColumn('prev_hash', 'text', (c) => c.notNull())
+        .addColumn('hash', 'text', (c) => c.notNull())
+        .execute()
+      // Append-only: the database itself refuses to change or delete audit rows.
+      await sql`CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END`.execute(db)
+      await sql`CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit BEGIN SELECT RAISE(ABORT, 'audit is append-only'); END`.execute(db)
+    },
+  },
+}
+
+export const migrationProvider: MigrationProvider = {
+  async getMigrations() {
+    return migrations
+  },
+}

@@ -1,0 +1,74 @@
+import type { Generated } from 'kysely'
+
+/** Table shapes for the typed query builder. Times are ISO-8601 UTC text; JSON is text. */
+export interface PatientTable {
+  id: string
+  name: string
+  timezone: string
+  created_at: string
+}
+
+export type DeviceKind = 'bp_cuff' | 'glucometer' | 'oximeter' | 'scale' | 'thermometer' | 'hub'
+
+export interface DeviceTable {
+  id: string
+  patient_id: string
+  kind: DeviceKind
+  secret_hash: string | null
+  status: 'active' | 'disabled'
+  created_at: string
+  disabled_at: string | null
+  online: number
+  last_seen_at: string | null
+  last_connected_at: string | null
+}
+
+export interface ReadingTable {
+  id: Generated<number>
+  device_id: string
+  patient_id: string
+  type: string
+  seq: number | null
+  measured_at: string
+  received_at: string
+  /** Canonical values, e.g. {"systolicMmHg":152,"diastolicMmHg":95,"pulseBpm":78}. */
+  values_json: string
+  /** The reading as the device sent it (original value and unit). */
+  original_json: string
+  dedupe_key: string
+}
+
+export interface QuarantineTable {
+  id: Generated<number>
+  device_id: string
+  received_at: string
+  code: string
+  message: string
+  path: string | null
+  seq: number | null
+  /** Position in a batch, null for a single reading or an unparseable payload. */
+  batch_index: number | null
+  raw: string
+}
+
+export interface AuditTable {
+  id: Generated<number>
+  at: string
+  actor_type: string
+  actor_id: string
+  action: string
+  target: string | null
+  outcome: string
+  address: string | null
+  details_json: string | null
+  prev_hash: string
+  hash: string
+}
+
+export interface Database {
+  patients: PatientTable
+  devices: DeviceTable
+  readings: ReadingTable
+  quarantine: QuarantineTable
+  audit: AuditTable
+}
