@@ -1,8 +1,11 @@
+import { execFile } from 'node:child_process'
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { buildGateway, type Gateway, type GatewayUrls } from '../src/app.ts'
+import type { AuditRow } from '../src/audit/audit.ts'
+import { issueCertificate, pkiFiles } from '../src/broker/pki.ts'
 import { loadConfig } from '../src/config/load.ts'
 import type { DeviceKind } from '../src/store/schema.ts'
 
@@ -98,4 +101,98 @@ export function readingsOf(t: TestGateway, deviceId: string): Array<{ type: stri
 
 export function quarantineOf(t: TestGateway, deviceId: string): Array<{ code: string; message: string; path: string | null; seq: number | null; raw: string }> {
   return t.gateway.store.sqlite.prepare('SELECT * FROM quarantine WHERE device_id = ? ORDER BY id').all(deviceId) as never
+}
+
+export interface ProcessResult {
+  /** The exit code (null when a signal or the timeout ended the process). */
+  code: number | null
+  stdout: string
+  stderr: string
+}
+
+/** Runs a program to completion; a non-zero exit is a result, not an exception. */
+export function runProcess(
+  file: string,
+  args: readonly string[],
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+): Promise<ProcessResult> {
+  return new Promise((resolve) => {
+    execFile(
+      file,
+      [...args],
+      { env: options.env ?? process.env, cwd: options.cwd, timeout: options.timeoutMs ?? 15_000, encoding: 'utf8' },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null) : 0
+        resolve({ code, stdout, stderr })
+      },
+    )
+  })
+}
+
+/**
+ * Arguments that point mosquitto_pub / mosquitto_sub at the gateway over TLS, logged in as the
+ * device: with its secret, or with `cert` and `key` files for mutual TLS.
+ */
+export function mosquittoArgs(t: TestGateway, login: { clientId: string; username?: string; password?: string; cert?: string; key?: string }): string[] {
+  const args = ['-h', '127.0.0.1', '-p', String(t.gateway.broker.ports.tls), '--cafile', t.urls.caFile, '-i', login.clientId]
+  if (login.username !== undefined) args.push('-u', login.username)
+  if (login.password !== undefined) args.push('-P', login.password)
+  if (login.cert !== undefined) args.push('--cert', login.cert)
+  if (login.key !== undefined) args.push('--key', login.key)
+  return args
+}
+
+/** The CONNACK return code of a refused mqtt.js connection attempt (0 when it was accepted). */
+export async function connackCode(attempt: Promise<MqttClient>): Promise<number> {
+  try {
+    const client = await attempt
+    await client.endAsync(true)
+    return 0
+  } catch (err) {
+    const code = (err as { code?: unknown }).code
+    if (typeof code !== 'number') throw err
+    return code
+  }
+}
+
+/** Rows of the audit trail, oldest first, optionally only one action. */
+export function auditOf(t: TestGateway, action?: string): AuditRow[] {
+  const sqlite = t.gateway.store.sqlite
+  return (action
+    ? sqlite.prepare('SELECT * FROM audit WHERE action = ? ORDER BY id').all(action)
+    : sqlite.prepare('SELECT * FROM audit ORDER BY id').all()) as AuditRow[]
+}
+
+/** A client certificate (CN = device id) from the gateway's development CA, as PEM strings. */
+export async function deviceCertificate(t: TestGateway, deviceId: string): Promise<{ cert: string; key: string }> {
+  const pki = pkiFiles(t.dataDir)
+  return issueCertificate({
+    caCertPem: readFileSync(pki.caCertPath, 'utf8'),
+    caKeyPem: readFileSync(pki.caKeyPath, 'utf8'),
+    commonName: deviceId,
+    validDays: 30,
+  })
+}
+
+/** Resolves when the client's connection closes, or rejects after `ms`. */
+export function closed(client: MqttClient, ms = 5000): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (!client.connected) return resolve()
+    const timer = setTimeout(() => reject(new Error(`connection still open after ${ms} ms`)), ms)
+    client.once('close', () => {
+      clearTimeout(timer)
+      resolve()
+    })
+  })
+}
+
+/** Polls `check` until it returns a truthy value, or rejects after `ms`. */
+export async function waitFor<T>(check: () => T | Promise<T>, ms = 5000, what = 'condition'): Promise<NonNullable<T>> {
+  const until = Date.now() + ms
+  for (;;) {
+    const value = await check()
+    if (value) return value as NonNullable<T>
+    if (Date.now() > until) throw new Error(`${what} not met within ${ms} ms`)
+    await new Promise((r) => setTimeout(r, 25))
+  }
 }

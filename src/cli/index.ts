@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
+import pino from 'pino'
 import { AuditLog } from '../audit/audit.ts'
 import { buildGateway } from '../app.ts'
 import { issueCertificate, pkiFiles } from '../broker/pki.ts'
@@ -9,6 +10,7 @@ import { systemClock } from '../clock.ts'
 import { type GatewayConfig, loadConfig, unknownEnvNames } from '../config/load.ts'
 import { RpmError, isRpmError } from '../errors.ts'
 import { listQuarantine, listReadings } from '../ingest/queries.ts'
+import { createLogger } from '../log.ts'
 import { DEVICE_KINDS, Registry } from '../registry/registry.ts'
 import { openStore, type Store } from '../store/db.ts'
 import type { DeviceKind } from '../store/schema.ts'
@@ -79,10 +81,12 @@ export function buildProgram(): Command {
       const opts = g(cmd)
       const out = output(opts)
       const cfg = config(opts)
-      const gateway = await buildGateway(cfg)
+      // With --json, stdout carries only the JSON document; logs go to stderr.
+      const gateway = await buildGateway(cfg, { log: createLogger(cfg.log.level, out.json ? pino.destination(2) : undefined) })
       for (const name of unknownEnvNames()) process.stderr.write(`warning: ${name} names no configuration key; ignored\n`)
       const urls = await gateway.start()
-      out.print(banner(urls), urls)
+      if (out.json) process.stdout.write(JSON.stringify(urls) + '\n')
+      else process.stdout.write(banner(urls) + '\n')
       await new Promise<void>((resolve) => {
         let stopping = false
         const stop = (signal: string) => {
