@@ -25,6 +25,13 @@ function leaves(node: SchemaNode, prefix = ''): Array<[string, string]> {
 
 const LEAVES = leaves(configSchema as unknown as SchemaNode)
 
+/** The keys the schema allows under `keyPath` ('' for the top level). */
+function keysAt(keyPath: string): string[] {
+  let node: SchemaNode | undefined = configSchema as unknown as SchemaNode
+  for (const part of keyPath ? keyPath.split('.') : []) node = node?.properties?.[part]
+  return Object.keys(node?.properties ?? {})
+}
+
 function fromEnv(raw: string, type: string, name: string): Json {
   switch (type) {
     case 'integer':
@@ -64,7 +71,8 @@ function describe(error: ErrorObject, sources: Map<string, string>): string {
   const where = (k: string) => (sources.has(k) ? ` (from ${sources.get(k)})` : '')
   if (error.keyword === 'additionalProperties') {
     const extra = key ? `${key}.${error.params.additionalProperty}` : String(error.params.additionalProperty)
-    return `unknown key "${extra}"${where(extra)}`
+    const known = keysAt(key).map((k) => (key ? `${key}.${k}` : k))
+    return `unknown key "${extra}"${where(extra)}${known.length > 0 ? `: expected one of ${known.join(', ')}` : ''}`
   }
   if (error.keyword === 'enum') {
     return `${key}${where(key)}: expected one of ${(error.params.allowedValues as string[]).join(', ')}`

@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance } from 'fastify'
+import Fastify, { type FastifyInstance, LogController } from 'fastify'
 import websocket from '@fastify/websocket'
 import { createWebSocketStream } from 'ws'
 import type { Logger } from 'pino'
@@ -29,7 +29,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   const secure = !LOOPBACK.has(deps.config.host)
   const app = Fastify({
     loggerInstance: deps.log,
-    disableRequestLogging: true,
+    logController: new LogController({ disableRequestLogging: true }),
     trustProxy: false,
     ...(secure ? { https: { key: deps.tls.key, cert: deps.tls.cert } } : {}),
   }) as unknown as FastifyInstance

@@ -71,7 +71,7 @@ describe('packet size limit', () => {
     const dev = await provision(t.gateway)
     const client = await connectDevice(t, dev)
     clients.push(client)
-    const closed = new Promise((resolve) => client.once('close', resolve))
+    const closed = new Promise<void>((resolve) => client.once('close', () => resolve()))
     client.publish(`devices/${dev.deviceId}/readings`, Buffer.alloc(4096, 0x20), { qos: 1 })
     await closed
 
@@ -83,7 +83,7 @@ describe('packet size limit', () => {
 
     const ws = await mqtt.connectAsync(t.urls.ws!, { clientId: dev.deviceId, username: dev.deviceId, password: dev.secret, protocolVersion: 4, reconnectPeriod: 0 })
     clients.push(ws)
-    const wsClosed = new Promise((resolve) => ws.once('close', resolve))
+    const wsClosed = new Promise<void>((resolve) => ws.once('close', () => resolve()))
     ws.publish(`devices/${dev.deviceId}/readings`, Buffer.alloc(4096, 0x20), { qos: 1 })
     await wsClosed
     expect((await t.gateway.metrics.packetsTooLarge.get()).values[0]!.value).toBe(3)
