@@ -4,4 +4,5 @@ import { register } from 'tsx/esm/api'
 
 register()
 const { main } = await import('../src/cli/index.ts')
-process.exitCode = await main(process.argv.slice(2))
+// Exit explicitly: a failed start may leave timers or sockets that would keep the process alive.
+process.exit(await main(process.argv.slice(2)))

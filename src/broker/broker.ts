@@ -257,9 +257,11 @@ export class DeviceBroker {
       this.admit(socket, peerAddress(socket))
     })
     await new Promise<void>((resolve, reject) => {
-      server.once('error', reject)
+      const fail = (err: NodeJS.ErrnoException) =>
+        reject(new RpmError('RPM_ERR_UNAVAILABLE', `cannot listen for MQTT on ${host}:${port}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message}`, { cause: err }))
+      server.once('error', fail)
       server.listen(port, host, () => {
-        server.off('error', reject)
+        server.off('error', fail)
         resolve()
       })
     })

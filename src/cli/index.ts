@@ -278,6 +278,7 @@ export function buildProgram(): Command {
 
 function banner(u: ReturnType<Awaited<ReturnType<typeof buildGateway>>['urls']>): string {
   const rel = (p: string) => path.relative(process.cwd(), p) || p
+  const dataFlag = u.dataDir === path.resolve('data') ? '' : ` --data-dir ${rel(u.dataDir)}`
   return [
     'rpm-gateway is running',
     `  data directory  ${u.dataDir}`,
@@ -288,8 +289,8 @@ function banner(u: ReturnType<Awaited<ReturnType<typeof buildGateway>>['urls']>)
     `  HTTP            ${u.http}    (/healthz, /readyz, /metrics)`,
     '',
     'Provision a device:',
-    `  npx rpm-gateway patient add --name "Jane Doe"${u.dataDir === path.resolve('data') ? '' : ` --data-dir ${rel(u.dataDir)}`}`,
-    '  npx rpm-gateway device add --patient <patient id> --kind bp_cuff',
+    `  npx rpm-gateway${dataFlag} patient add --name "Jane Doe"`,
+    `  npx rpm-gateway${dataFlag} device add --patient <patient id> --kind bp_cuff`,
     'then connect with the device id as client id and username, and its secret as password',
     '(docs/devices.md). Try it with simulated devices: npm run simulate -- --help',
     '',
