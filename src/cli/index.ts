@@ -4,7 +4,7 @@ import path from 'node:path'
 import { Command, CommanderError, Option } from 'commander'
 import pino from 'pino'
 import { AuditLog } from '../audit/audit.ts'
-import { buildGateway } from '../app.ts'
+import type { GatewayUrls } from '../app.ts'
 import { issueCertificate, pkiFiles } from '../broker/pki.ts'
 import { systemClock } from '../clock.ts'
 import { type GatewayConfig, loadConfig, unknownEnvNames } from '../config/load.ts'
@@ -276,7 +276,7 @@ export function buildProgram(): Command {
   return program
 }
 
-function banner(u: ReturnType<Awaited<ReturnType<typeof buildGateway>>['urls']>): string {
+function banner(u: GatewayUrls): string {
   const rel = (p: string) => path.relative(process.cwd(), p) || p
   const dataFlag = u.dataDir === path.resolve('data') ? '' : ` --data-dir ${rel(u.dataDir)}`
   return [

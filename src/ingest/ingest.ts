@@ -39,6 +39,10 @@ export class Ingest {
   readonly #insertProblem: Statement
   readonly #touchDevice: Statement
   readonly #commit: (batch: Pending[]) => { accepted: AcceptedReading[]; duplicates: number }
+  readonly #writeLastSeen: (entries: Array<[string, number]>) => void
+  /** Last reading time per device, written every few seconds rather than in every commit. */
+  #lastSeen = new Map<string, number>()
+  readonly #lastSeenTimer: NodeJS.Timeout
   #queue: Pending[] = []
   #queuedCount = 0
   #timer: NodeJS.Timeout | NodeJS.Immediate | undefined
@@ -65,11 +69,10 @@ export class Ingest {
     this.#insertProblem = db.prepare(
       `INSERT INTO quarantine (device_id, received_at, code, message, path, seq, batch_index, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
     )
-    this.#touchDevice = db.prepare(`UPDATE devices SET last_seen_at = ? WHERE id = ?`)
+    this.#touchDevice = db.prepare(`UPDATE devices SET last_seen_at = ? WHERE id = ? AND (last_seen_at IS NULL OR last_seen_at < ?)`)
     this.#commit = db.transaction((batch: Pending[]) => {
       const accepted: AcceptedReading[] = []
       let duplicates = 0
-      const seen = new Map<string, number>()
       for (const entry of batch) {
         const { deviceId, patientId, kind } = entry.device
         const receivedAt = new Date(entry.receivedAt).toISOString()
@@ -87,11 +90,28 @@ export class Ingest {
         for (const p of entry.problems) {
           this.#insertProblem.run(deviceId, receivedAt, p.code, p.message, p.path ?? null, p.seq ?? null, p.index ?? null, p.raw)
         }
-        seen.set(deviceId, Math.max(seen.get(deviceId) ?? 0, entry.receivedAt))
       }
-      for (const [deviceId, at] of seen) this.#touchDevice.run(new Date(at).toISOString(), deviceId)
       return { accepted, duplicates }
     })
+    this.#writeLastSeen = db.transaction((entries: Array<[string, number]>) => {
+      for (const [deviceId, at] of entries) {
+        const iso = new Date(at).toISOString()
+        this.#touchDevice.run(iso, deviceId, iso)
+      }
+    })
+    this.#lastSeenTimer = setInterval(() => this.#flushLastSeen(), 5_000)
+    this.#lastSeenTimer.unref()
+  }
+
+  #flushLastSeen(): void {
+    if (this.#lastSeen.size === 0) return
+    const entries = [...this.#lastSeen]
+    this.#lastSeen = new Map()
+    try {
+      this.#writeLastSeen(entries)
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'could not record device last-seen times')
+    }
   }
 
   /** Validates a PUBLISH payload and queues it for the next group commit. */
@@ -192,6 +212,7 @@ export class Ingest {
 
     for (const entry of batch) {
       entry.done(null)
+      this.#lastSeen.set(entry.device.deviceId, entry.receivedAt)
       this.metrics.pubackLatency.observe(Number(t1 - entry.startedNs) / 1e9)
       for (const p of entry.problems) {
         this.metrics.readingsQuarantined.inc({ type: typeOf(p.raw), code: p.code })
@@ -213,6 +234,8 @@ export class Ingest {
   close(): void {
     this.flush()
     this.#closed = true
+    clearInterval(this.#lastSeenTimer)
+    this.#flushLastSeen()
   }
 }
 
