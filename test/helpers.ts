@@ -133,8 +133,11 @@ export function runProcess(
  * Arguments that point mosquitto_pub / mosquitto_sub at the gateway over TLS, logged in as the
  * device: with its secret, or with `cert` and `key` files for mutual TLS.
  */
-export function mosquittoArgs(t: TestGateway, login: { clientId: string; username?: string; password?: string; cert?: string; key?: string }): string[] {
-  const args = ['-h', '127.0.0.1', '-p', String(t.gateway.broker.ports.tls), '--cafile', t.urls.caFile, '-i', login.clientId]
+export function mosquittoArgs(
+  t: TestGateway,
+  login: { clientId: string; username?: string; password?: string; cert?: string; key?: string; cafile?: string },
+): string[] {
+  const args = ['-h', '127.0.0.1', '-p', String(t.gateway.broker.ports.tls), '--cafile', login.cafile ?? t.urls.caFile, '-i', login.clientId]
   if (login.username !== undefined) args.push('-u', login.username)
   if (login.password !== undefined) args.push('-P', login.password)
   if (login.cert !== undefined) args.push('--cert', login.cert)

@@ -11,7 +11,7 @@ import { ERRORS, RpmError, type ErrorCode } from '../errors.ts'
 import type { EventBus } from '../events.ts'
 import type { DeviceIdentity, Ingest } from '../ingest/ingest.ts'
 import type { Metrics } from '../metrics.ts'
-import { verifySecret } from '../registry/secrets.ts'
+import { generateSecret, hashSecret, verifySecret } from '../registry/secrets.ts'
 import type { Store } from '../store/db.ts'
 import { AddressGuard } from './guard.ts'
 import { LimitedConnection } from './packet-limit.ts'
@@ -73,6 +73,8 @@ export class DeviceBroker {
   readonly #markOffline: Statement
   readonly #sockets = new Set<Duplex>()
   #disabledSweep: NodeJS.Timeout | undefined
+  /** A hash no device holds, checked when a login names an unknown device. */
+  readonly #decoyHash: Promise<string> = hashSecret(generateSecret())
   #ports: { tls: number; tcp?: number } = { tls: 0 }
 
   private constructor(deps: BrokerDeps, aedes: Aedes) {
@@ -283,14 +285,16 @@ export class DeviceBroker {
       if (certId && username && username !== certId) throw refusal('RPM_ERR_DEVICE_AUTH', 'username does not match the client certificate')
       if (client.id !== deviceId) throw refusal('RPM_ERR_CLIENT_ID_MISMATCH')
       const row = this.#findDevice.get(deviceId) as DeviceRow | undefined
-      // Unknown id and wrong secret answer alike, so device ids cannot be probed.
-      if (!row) throw refusal(certId ? 'RPM_ERR_DEVICE_UNKNOWN' : 'RPM_ERR_DEVICE_AUTH')
-      if (row.status !== 'active') throw refusal('RPM_ERR_DEVICE_DISABLED')
       if (!certId) {
-        if (!password || !row.secret_hash || !(await verifySecret(password.toString('utf8'), row.secret_hash))) {
-          throw refusal('RPM_ERR_DEVICE_AUTH')
-        }
+        // Unknown id and wrong secret answer alike, in code and in time (the same scrypt work),
+        // so device ids cannot be probed; only the holder of the secret learns the device is disabled.
+        const stored = row?.secret_hash ?? (await this.#decoyHash)
+        const matches = await verifySecret(password?.toString('utf8') ?? '', stored)
+        if (!row || !row.secret_hash || !password || !matches) throw refusal('RPM_ERR_DEVICE_AUTH')
+      } else if (!row) {
+        throw refusal('RPM_ERR_DEVICE_UNKNOWN')
       }
+      if (row.status !== 'active') throw refusal('RPM_ERR_DEVICE_DISABLED')
       return { deviceId: row.id, patientId: row.patient_id, kind: row.kind }
     }
     const run = () => {

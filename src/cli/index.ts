@@ -81,6 +81,8 @@ export function buildProgram(): Command {
       const opts = g(cmd)
       const out = output(opts)
       const cfg = config(opts)
+      // Loaded here rather than at the top: the other subcommands start faster without the servers' modules.
+      const { buildGateway } = await import('../app.ts')
       // With --json, stdout carries only the JSON document; logs go to stderr.
       const gateway = await buildGateway(cfg, { log: createLogger(cfg.log.level, out.json ? pino.destination(2) : undefined) })
       for (const name of unknownEnvNames()) process.stderr.write(`warning: ${name} names no configuration key; ignored\n`)

@@ -68,6 +68,22 @@ describe('topic ACL: publishing', () => {
     await victim.publishAsync(topic, JSON.stringify(build.bloodPressure(121, 79, 64, { seq: 1 })), { qos: 1 })
     expect(readingsOf(t, b.deviceId)).toHaveLength(1)
   })
+
+  it('does not publish a last will aimed at another device\'s topic', async () => {
+    const gw = (t = await startGateway())
+    const a = await provision(gw.gateway)
+    const b = await provision(gw.gateway)
+    const topic = `devices/${b.deviceId}/readings`
+    const client = await connectDevice(gw, a, {
+      will: { topic, payload: Buffer.from(JSON.stringify(build.bloodPressure(210, 130, 99, { seq: 1 }))), qos: 1, retain: false },
+    })
+    clients.push(client)
+    client.stream.destroy() // an unclean disconnect: the broker would send the will now
+    await waitFor(() => auditOf(gw, 'mqtt.publish').length > 0, 5000, 'audited will')
+
+    expect(auditOf(gw, 'mqtt.publish')).toEqual([expect.objectContaining({ actor_id: a.deviceId, target: topic, outcome: 'denied' })])
+    expect(readingsOf(gw, b.deviceId)).toEqual([])
+  })
 })
 
 describe('topic ACL: subscribing', () => {

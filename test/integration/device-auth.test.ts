@@ -152,6 +152,8 @@ describe('refused logins', () => {
     // Unknown ids answer exactly like a wrong secret, so device ids cannot be probed.
     { name: 'an unknown device id', code: 4, login: () => ({ clientId: 'dev-nobody', username: 'dev-nobody', password: 'whatever' }) },
     { name: 'a disabled device', code: 5, login: (_dev, disabled) => ({ clientId: disabled.deviceId, username: disabled.deviceId, password: disabled.secret }) },
+    // Without its secret, a disabled device's id answers like any other bad login.
+    { name: 'a disabled device with a wrong secret', code: 4, login: (_dev, disabled) => ({ clientId: disabled.deviceId, username: disabled.deviceId, password: 'not-the-secret' }) },
     { name: 'a client id other than the device id', code: 2, login: (dev) => ({ clientId: `${dev.deviceId}-x`, username: dev.deviceId, password: dev.secret }) },
   ]
 
