@@ -94,6 +94,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     tls: material,
     readiness: {
       database: () => store.sqlite.open,
+      journal: () => ingest.healthy,
       mqtt: () => started && broker.listening,
     },
   })
@@ -126,7 +127,13 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     urls,
     async start() {
       await broker.listen()
-      await http.listen({ host: config.http.host, port: config.http.port })
+      try {
+        await http.listen({ host: config.http.host, port: config.http.port })
+      } catch (err) {
+        await broker.close()
+        const code = (err as NodeJS.ErrnoException).code
+        throw new RpmError('RPM_ERR_UNAVAILABLE', `cannot listen for HTTP on ${config.http.host}:${config.http.port}: ${code === 'EADDRINUSE' ? 'the port is in use' : (err as Error).message}`, { cause: err })
+      }
       httpPort = (http.server.address() as { port: number }).port
       started = true
       return urls()

@@ -23,8 +23,9 @@ export const ERRORS = {
   RPM_ERR_DEVICE_UNKNOWN: { status: 403, summary: 'Unknown device', connack: 5 },
   RPM_ERR_DEVICE_DISABLED: { status: 403, summary: 'The device is disabled', connack: 5 },
   RPM_ERR_CLIENT_ID_MISMATCH: { status: 403, summary: 'The MQTT client id must equal the device id', connack: 2 },
-  RPM_ERR_RATE_LIMITED: { status: 429, summary: 'Too many attempts from this address', connack: 3 },
-  RPM_ERR_TOO_MANY_CONNECTIONS: { status: 503, summary: 'The connection limit is reached', connack: 3 },
+  // Refused before the TLS handshake (the socket is closed; no CONNACK is spent on a flood).
+  RPM_ERR_RATE_LIMITED: { status: 429, summary: 'Too many new connections from this address' },
+  RPM_ERR_TOO_MANY_CONNECTIONS: { status: 503, summary: 'The connection limit is reached' },
 
   // Refusals after CONNECT: the connection is closed.
   RPM_ERR_TOPIC_FORBIDDEN: { status: 403, summary: 'The device may not use this topic' },

@@ -6,7 +6,7 @@ export interface GatewayEvents {
   /** A batch of readings committed to the journal (first time only; redeliveries are not repeated). */
   'reading.accepted': [readings: readonly AcceptedReading[]]
   /** A reading set aside with its reason. */
-  'reading.quarantined': [event: { deviceId: string; code: string; message: string; path?: string; seq?: number }]
+  'reading.quarantined': [event: { deviceId: string; code: string; message: string; path?: string; seq?: number; index?: number }]
   'device.connected': [event: { deviceId: string; at: Date }]
   'device.disconnected': [event: { deviceId: string; at: Date }]
 }

@@ -132,6 +132,7 @@ export class DeviceBroker {
       const body: Record<string, unknown> = { code: e.code, message: e.message }
       if (e.seq !== undefined) body.seq = e.seq
       if (e.path !== undefined) body.path = e.path
+      if (e.index !== undefined) body.index = e.index
       this.publish(deviceTopic(e.deviceId, 'errors'), JSON.stringify(body), { qos: 1, retain: false })
     })
   }
@@ -143,7 +144,6 @@ export class DeviceBroker {
       heartbeatInterval: 60_000,
       maxClientsIdLength: 64,
       queueLimit: 100,
-      keepaliveLimit: 3600,
     })
     return new DeviceBroker(deps, aedes)
   }
@@ -302,6 +302,7 @@ export class DeviceBroker {
         (identity) => {
           this.#guard.loginSucceeded(info.address)
           this.#identities.set(client, identity)
+          this.#audit({ actorType: 'device', actorId: identity.deviceId, action: 'mqtt.connect', outcome: 'allowed', address: info.address, details: { method: info.certCommonName ? 'certificate' : 'secret', transport: info.transport } })
           done(null, true)
         },
         (err: RpmError & AuthenticateError) => {

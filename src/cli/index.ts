@@ -68,6 +68,7 @@ export function buildProgram(): Command {
     .description('Remote patient monitoring gateway: devices, readings and the services around them')
     .option('--data-dir <dir>', 'data directory (default: $RPM_DATA_DIR or ./data)')
     .option('--json', 'print one JSON document on stdout')
+    .option('--config <file>', 'configuration file (YAML or JSON); RPM_* environment variables override it')
     .showHelpAfterError()
     .exitOverride()
 
@@ -76,7 +77,6 @@ export function buildProgram(): Command {
   program
     .command('start')
     .description('start the gateway (MQTT over TLS, MQTT over WebSocket, HTTP)')
-    .option('--config <file>', 'configuration file (YAML or JSON); RPM_* environment variables override it')
     .action(async (_o, cmd: Command) => {
       const opts = g(cmd)
       const out = output(opts)
@@ -126,9 +126,11 @@ export function buildProgram(): Command {
     .description('list patients')
     .action(async (_o, cmd: Command) => {
       const out = output(g(cmd))
-      const items = await withStore(g(cmd), async (store) =>
-        (await store.db.selectFrom('patients').selectAll().orderBy('id').execute()).map((r) => ({ id: r.id, name: r.name, timezone: r.timezone, createdAt: r.created_at })),
-      )
+      const items = await withStore(g(cmd), async (store, _r, audit) => {
+        const rows = await store.db.selectFrom('patients').selectAll().orderBy('id').execute()
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'patients.list', outcome: 'allowed' })
+        return rows.map((r) => ({ id: r.id, name: r.name, timezone: r.timezone, createdAt: r.created_at }))
+      })
       out.print(table(items, ['id', 'name', 'timezone', 'createdAt']), { items })
     })
 
@@ -147,7 +149,8 @@ export function buildProgram(): Command {
         audit.record({ actorType: 'operator', actorId: operator(), action: 'device.add', target: created.id, outcome: 'allowed' })
         return created
       })
-      const ca = pkiFiles(config(opts).dataDir).caCertPath
+      const cfg = config(opts)
+      const ca = pkiFiles(cfg.dataDir).caCertPath
       out.print(
         [
           `device ${d.id} (${d.kind}) provisioned for patient ${d.patientId}`,
@@ -156,7 +159,7 @@ export function buildProgram(): Command {
           `  secret (shown once; only a hash is kept): ${d.secret}`,
           ``,
           `Publish a reading:`,
-          `  mosquitto_pub -h localhost -p 8883 --cafile ${ca} -i ${d.id} -u ${d.id} -P '${d.secret}' -q 1 \\`,
+          `  mosquitto_pub -h localhost -p ${cfg.mqtt.port} --cafile ${cfg.mqtt.tls.ca || ca} -i ${d.id} -u ${d.id} -P '${d.secret}' -q 1 \\`,
           `    -t devices/${d.id}/readings -m '{"type":"blood_pressure","systolic":128,"diastolic":82,"pulse":70,"unit":"mmHg","measuredAt":"${new Date().toISOString().slice(0, 19)}Z","seq":1}'`,
         ].join('\n'),
         d,
@@ -257,9 +260,14 @@ export function buildProgram(): Command {
     .option('--limit <n>', 'at most this many', '100')
     .action(async (o: { device: string; limit: string }, cmd: Command) => {
       const out = output(g(cmd))
-      const result = await withStore(g(cmd), async (store, registry) => {
+      const limit = intOption(o.limit, 'limit')
+      if (limit < 1 || limit > 10000) throw new RpmError('RPM_ERR_BAD_REQUEST', 'limit must be an integer from 1 to 10000', { details: { field: 'limit' } })
+      const result = await withStore(g(cmd), async (store, registry, audit) => {
         await registry.getDevice(o.device)
-        return listQuarantine(store.db, o.device, intOption(o.limit, 'limit'))
+        const page = await listQuarantine(store.db, o.device, limit)
+        // Quarantined payloads hold measured values: reading them is PHI access.
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'quarantine.read', target: o.device, outcome: 'allowed' })
+        return page
       })
       out.print(table(result.items as unknown as Array<Record<string, unknown>>, ['receivedAt', 'code', 'path', 'seq', 'message']), result)
     })

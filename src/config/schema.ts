@@ -25,7 +25,6 @@ export interface GatewayConfig {
     /** Failed logins from one address before each further attempt is delayed. */
     authFailuresBeforeDelay: number
     authFailureDelayMs: number
-    keepaliveTimeoutSeconds: number
   }
   ingest: {
     maxBatchSize: number
@@ -74,7 +73,7 @@ export const configSchema = {
       additionalProperties: false,
       required: [
         'host', 'port', 'tls', 'serverNames', 'tcpPort', 'tcpHost', 'maxPacketBytes', 'maxConnections',
-        'connectRatePerMinute', 'authFailuresBeforeDelay', 'authFailureDelayMs', 'keepaliveTimeoutSeconds',
+        'connectRatePerMinute', 'authFailuresBeforeDelay', 'authFailureDelayMs',
       ],
       default: {},
       properties: {
@@ -99,7 +98,6 @@ export const configSchema = {
         connectRatePerMinute: { type: 'integer', minimum: 1, default: 600 },
         authFailuresBeforeDelay: { type: 'integer', minimum: 0, default: 5 },
         authFailureDelayMs: { type: 'integer', minimum: 0, maximum: 60000, default: 1000 },
-        keepaliveTimeoutSeconds: { type: 'integer', minimum: 1, default: 30 },
       },
     },
     ingest: {
@@ -108,7 +106,8 @@ export const configSchema = {
       required: ['maxBatchSize', 'maxFutureSkewSeconds', 'maxAgeDays', 'commitIntervalMs', 'commitMaxReadings'],
       default: {},
       properties: {
-        maxBatchSize: { type: 'integer', minimum: 1, maximum: 10000, default: 500 },
+        // 200 readings of ~140 bytes fit well inside the default 64 KiB packet limit.
+        maxBatchSize: { type: 'integer', minimum: 1, maximum: 10000, default: 200 },
         maxFutureSkewSeconds: { type: 'integer', minimum: 0, default: 300 },
         maxAgeDays: { type: 'integer', minimum: 1, default: 365 },
         commitIntervalMs: { type: 'integer', minimum: 0, maximum: 1000, default: 2 },

@@ -47,6 +47,7 @@ export class Ingest {
   #queuedCount = 0
   #timer: NodeJS.Timeout | NodeJS.Immediate | undefined
   #closed = false
+  #lastCommitFailed = false
 
   constructor(
     private readonly config: GatewayConfig['ingest'],
@@ -112,6 +113,11 @@ export class Ingest {
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'could not record device last-seen times')
     }
+  }
+
+  /** False while the journal cannot commit (disk full, I/O error): nothing is being acknowledged. */
+  get healthy(): boolean {
+    return !this.#lastCommitFailed
   }
 
   /** Validates a PUBLISH payload and queues it for the next group commit. */
@@ -199,6 +205,7 @@ export class Ingest {
     } catch (cause) {
       // Nothing in this commit is acknowledged: the devices' connections close and they resend.
       this.metrics.commitFailures.inc()
+      this.#lastCommitFailed = true
       const code = (cause as { code?: string }).code
       this.log.error({ sqliteCode: code, entries: batch.length }, 'journal commit failed; not acknowledging')
       const err = new RpmError('RPM_ERR_JOURNAL_UNAVAILABLE', `the journal cannot commit (${code ?? 'error'})`, { cause })
@@ -206,6 +213,7 @@ export class Ingest {
       return
     }
     const t1 = process.hrtime.bigint()
+    this.#lastCommitFailed = false
     this.metrics.commitSize.observe(size)
     this.metrics.commitDuration.observe(Number(t1 - t0) / 1e9)
     this.metrics.readingsDuplicate.inc(result.duplicates)
@@ -216,13 +224,14 @@ export class Ingest {
       this.metrics.pubackLatency.observe(Number(t1 - entry.startedNs) / 1e9)
       for (const p of entry.problems) {
         this.metrics.readingsQuarantined.inc({ type: typeOf(p.raw), code: p.code })
-        const event: { deviceId: string; code: string; message: string; path?: string; seq?: number } = {
+        const event: { deviceId: string; code: string; message: string; path?: string; seq?: number; index?: number } = {
           deviceId: entry.device.deviceId,
           code: p.code,
           message: p.message,
         }
         if (p.path !== undefined) event.path = p.path
         if (p.seq !== undefined) event.seq = p.seq
+        if (p.index !== undefined) event.index = p.index
         this.bus.emit('reading.quarantined', event)
       }
     }

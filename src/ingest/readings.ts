@@ -138,11 +138,14 @@ export class ReadingValidator {
     for (const [key, value] of Object.entries(values)) {
       const range = PLAUSIBLE[key as keyof typeof PLAUSIBLE]
       if (range && typeof value === 'number' && (value < range[0] || value > range[1])) {
+        const field = sourceField(key)
+        const unit = CANONICAL_UNIT[key as keyof typeof PLAUSIBLE]
+        const converted = field !== 'pulse' && obj.unit !== unit && !(unit === '°C' && obj.unit === 'C')
         return {
           ok: false,
           code: 'RPM_ERR_READING_IMPLAUSIBLE',
-          message: `${key} must be between ${range[0]} and ${range[1]} ${CANONICAL_UNIT[key as keyof typeof PLAUSIBLE]}`,
-          path: `/${sourceField(key)}`,
+          message: `${field} must be between ${range[0]} and ${range[1]} ${unit}${converted ? ` (after conversion from ${obj.unit})` : ''}`,
+          path: `/${field}`,
         }
       }
     }

@@ -17,6 +17,14 @@ export interface Store {
   close(): Promise<void>
 }
 
+async function listApplied(sqlite: SQLite.Database): Promise<string[]> {
+  try {
+    return (sqlite.prepare('SELECT name FROM kysely_migration ORDER BY name').all() as Array<{ name: string }>).map((r) => r.name)
+  } catch {
+    return []
+  }
+}
+
 export function databaseFile(dataDir: string): string {
   return path.join(dataDir, 'rpm-gateway.db')
 }
@@ -45,8 +53,16 @@ export async function openStore(dataDir: string): Promise<Store> {
   const { error, results } = await new Migrator({ db, provider: migrationProvider }).migrateToLatest()
   if (error) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName
+    const known = new Set(Object.keys(await migrationProvider.getMigrations()))
+    const newer = (await listApplied(sqlite)).filter((name) => !known.has(name))
     await db.destroy()
-    throw new RpmError('RPM_ERR_UNAVAILABLE', `database migration ${failed ?? ''} failed`, { cause: error })
+    throw new RpmError(
+      'RPM_ERR_UNAVAILABLE',
+      newer.length > 0
+        ? `the database at ${file} was upgraded by a newer release (migrations ${newer.join(', ')}); run that release or restore a backup`
+        : `database migration ${failed ?? ''} failed: ${(error as Error).message}`,
+      { cause: error },
+    )
   }
   let closed = false
   return {

@@ -67,6 +67,7 @@ describe('ingest', () => {
     expect(quarantineOf(t, dev.deviceId)).toMatchObject([{ code: 'RPM_ERR_READING_IMPLAUSIBLE', seq: 2, batch_index: 1, path: '/systolic' }])
     expect(JSON.parse((await errors).toString())).toEqual({
       seq: 2,
+      index: 1,
       code: 'RPM_ERR_READING_IMPLAUSIBLE',
       message: 'systolic must be greater than diastolic',
       path: '/systolic',
@@ -136,6 +137,29 @@ describe('ingest', () => {
     expect(total.n).toBe(60)
     const commits = (await t.gateway.metrics.commitSize.get()).values.find((v) => v.metricName === 'rpm_journal_commit_readings_count')
     expect(commits!.value).toBeLessThan(60)
+  })
+
+  it('acknowledges nothing while the journal cannot commit, reports it on /readyz, and stores the resend once it recovers', async () => {
+    t = await startGateway()
+    const dev = await provision(t.gateway)
+    const client = await connectDevice(t, dev, { reconnectPeriod: 300 })
+    clients.push(client)
+    const readyz = async () => (await fetch(`${t.urls.http}/readyz`)).json() as Promise<{ checks: Record<string, string> }>
+
+    // Writes fail on the journal's own connection, as they would on a full or failing disk.
+    t.gateway.store.sqlite.pragma('query_only = ON')
+    let acked = false
+    const publishing = send(client, dev, build.bloodPressure(130, 85, 70, { seq: 1 })).then(() => (acked = true))
+    await new Promise<void>((resolve) => client.once('close', () => resolve()))
+    expect(acked).toBe(false)
+    expect(readingsOf(t, dev.deviceId)).toHaveLength(0)
+    expect((await readyz()).checks.journal).toBe('down')
+    expect((await t.gateway.metrics.commitFailures.get()).values[0]!.value).toBeGreaterThanOrEqual(1)
+
+    t.gateway.store.sqlite.pragma('query_only = OFF')
+    await publishing // mqtt.js resends the unacknowledged PUBLISH after it reconnects
+    expect(readingsOf(t, dev.deviceId).map((r) => r.seq)).toEqual([1])
+    expect((await readyz()).checks.journal).toBe('up')
   })
 
   it('keeps device presence: online with last seen, offline after disconnect, online through a takeover', async () => {
