@@ -67,6 +67,8 @@ export class DeviceBroker {
   readonly #identities = new WeakMap<Client, DeviceIdentity>()
   /** The live client per device: a takeover's late disconnect must not mark the device offline. */
   readonly #live = new Map<string, Client>()
+  /** Logged in, not yet ready: a session taking over from the live one (the device stays online). */
+  readonly #arriving = new Map<string, Client>()
   readonly #servers: net.Server[] = []
   readonly #findDevice: Statement
   readonly #markOnline: Statement
@@ -302,6 +304,13 @@ export class DeviceBroker {
         (identity) => {
           this.#guard.loginSucceeded(info.address)
           this.#identities.set(client, identity)
+          this.#arriving.set(identity.deviceId, client)
+          client.conn.once('close', () => {
+            if (this.#arriving.get(identity.deviceId) !== client) return
+            // It never became ready; if nothing else is connected the device is offline.
+            this.#arriving.delete(identity.deviceId)
+            if (!this.#live.has(identity.deviceId)) this.#markOffline.run(new Date(this.#deps.clock.now()).toISOString(), identity.deviceId)
+          })
           this.#audit({ actorType: 'device', actorId: identity.deviceId, action: 'mqtt.connect', outcome: 'allowed', address: info.address, details: { method: info.certCommonName ? 'certificate' : 'secret', transport: info.transport } })
           done(null, true)
         },
@@ -341,6 +350,7 @@ export class DeviceBroker {
     const identity = this.#identities.get(client)
     if (!identity) return
     const at = new Date(this.#deps.clock.now())
+    if (this.#arriving.get(identity.deviceId) === client) this.#arriving.delete(identity.deviceId)
     this.#live.set(identity.deviceId, client)
     this.#deps.metrics.connections.set(this.#live.size)
     try {
@@ -355,9 +365,11 @@ export class DeviceBroker {
   #offline(client: Client): void {
     const identity = this.#identities.get(client)
     if (!identity || this.#live.get(identity.deviceId) !== client) return
-    const at = new Date(this.#deps.clock.now())
     this.#live.delete(identity.deviceId)
     this.#deps.metrics.connections.set(this.#live.size)
+    // A new session of the same device replaced this one: it is not offline.
+    if (this.#arriving.has(identity.deviceId)) return
+    const at = new Date(this.#deps.clock.now())
     try {
       this.#markOffline.run(at.toISOString(), identity.deviceId)
     } catch (err) {

@@ -170,11 +170,16 @@ describe('ingest', () => {
     expect(d.online).toBe(true)
     expect(Date.parse(d.lastSeenAt!)).toBeGreaterThan(Date.now() - 10_000)
 
-    // The same device connects again (e.g. after a network change): the old session is replaced.
+    // The same device connects again (e.g. after a network change): the old session is replaced
+    // and the device never shows as offline in between.
+    const transitions: string[] = []
+    t.gateway.bus.on('device.disconnected', () => transitions.push('offline'))
+    t.gateway.bus.on('device.connected', () => transitions.push('online'))
     const second = await connectDevice(t, dev)
     clients.push(second)
     await new Promise((r) => setTimeout(r, 200))
     expect((await t.gateway.registry.getDevice(dev.deviceId)).online).toBe(true)
+    expect(transitions).toEqual(['online'])
 
     await second.endAsync()
     await new Promise((r) => setTimeout(r, 200))
