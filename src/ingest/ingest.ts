@@ -248,9 +248,13 @@ export class Ingest {
   }
 }
 
-/** The same reading sent twice has the same key: device, type, measuredAt and seq when given. */
+/**
+ * The same reading sent twice has the same key: device, type, measuredAt and seq when given.
+ * measuredAt comes first so new keys land at the end of the unique index: a commit touches a
+ * few index pages instead of one per device.
+ */
 function dedupeKey(deviceId: string, r: NormalisedReading): string {
-  return r.seq === null ? `${deviceId}|${r.type}|${r.measuredAt}` : `${deviceId}|${r.type}|${r.measuredAt}|${r.seq}`
+  return r.seq === null ? `${r.measuredAt}|${deviceId}|${r.type}` : `${r.measuredAt}|${deviceId}|${r.type}|${r.seq}`
 }
 
 function rawOf(payload: Buffer): string {
