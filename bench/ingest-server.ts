@@ -1,0 +1,127 @@
+/**
+ * The broker side of bench/ingest.ts, in its own process so it has a core to itself as far as
+ * the machine allows: either a bare aedes broker with no hooks behind a TLS server, or the
+ * real gateway (buildGateway) with provisioned devices. Driven over IPC.
+ */
+import { readFileSync } from 'node:fs'
+import tls from 'node:tls'
+import { performance } from 'node:perf_hooks'
+import type { AddressInfo } from 'node:net'
+import { Aedes } from 'aedes'
+import { buildGateway, type Gateway } from '../src/app.ts'
+import { loadConfig } from '../src/config/load.ts'
+import { DEVICE_KINDS } from '../src/registry/registry.ts'
+import { cpuSnapshot } from './process-stats.ts'
+import type { BenchDevice, FromServer, ServerStart, ToServer } from './protocol.ts'
+
+const send = (m: FromServer) => process.send!(m)
+
+let stop: () => Promise<FromServer> = async () => ({ type: 'stopped' })
+
+const deviceId = (i: number) => `bench-${String(i + 1).padStart(4, '0')}`
+const kindOf = (i: number) => DEVICE_KINDS[i % DEVICE_KINDS.length]!
+
+async function startBare(m: ServerStart): Promise<FromServer> {
+  const t0 = performance.now()
+  const aedes = await Aedes.createBroker()
+  const server = tls.createServer(
+    // The same certificate and handshake as the gateway's listener (which asks for an optional
+    // client certificate), so the two differ only in what happens after the handshake.
+    { key: readFileSync(m.tls.key), cert: readFileSync(m.tls.cert), ca: readFileSync(m.tls.ca), requestCert: true, rejectUnauthorized: false },
+    (socket) => {
+      socket.setNoDelay(true) // as the gateway's listener does
+      aedes.handle(socket)
+    },
+  )
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  const sockets = new Set<tls.TLSSocket>()
+  server.on('secureConnection', (s) => {
+    sockets.add(s)
+    s.once('close', () => sockets.delete(s))
+  })
+  stop = async () => {
+    await new Promise<void>((resolve) => aedes.close(() => resolve()))
+    for (const s of sockets) s.destroy()
+    await new Promise<void>((resolve) => server.close(() => resolve()))
+    return { type: 'stopped' }
+  }
+  // No authentication hook: any credentials connect. Same ids and kinds as the gateway run.
+  const devices: BenchDevice[] = Array.from({ length: m.devices }, (_, i) => ({ deviceId: deviceId(i), secret: 'unused', kind: kindOf(i) }))
+  return { type: 'ready', port: (server.address() as AddressInfo).port, devices, startupMs: performance.now() - t0 }
+}
+
+async function startGateway(m: ServerStart): Promise<FromServer> {
+  const t0 = performance.now()
+  const config = loadConfig({
+    env: {},
+    overrides: {
+      dataDir: m.dataDir,
+      'log.level': 'silent',
+      'http.port': 0,
+      'mqtt.port': 0,
+      'mqtt.host': '127.0.0.1',
+      'mqtt.tls.cert': m.tls.cert,
+      'mqtt.tls.key': m.tls.key,
+      'mqtt.tls.ca': m.tls.ca,
+      // Every simulated device connects from 127.0.0.1 within seconds.
+      'mqtt.connectRatePerMinute': 1_000_000,
+      ...m.settings,
+    },
+  })
+  const gateway: Gateway = await buildGateway(config)
+  const urls = await gateway.start()
+
+  // One patient per device, provisioned as an operator would (secrets are hashed with scrypt).
+  const devices: BenchDevice[] = new Array(m.devices)
+  let next = 0
+  const lane = async () => {
+    while (next < m.devices) {
+      const i = next++
+      const patient = await gateway.registry.addPatient({ name: `Bench Patient ${i + 1}`, timezone: 'UTC' })
+      const device = await gateway.registry.addDevice({ patientId: patient.id, id: deviceId(i), kind: kindOf(i) })
+      devices[i] = { deviceId: device.id, secret: device.secret, kind: device.kind }
+    }
+  }
+  await Promise.all(Array.from({ length: 8 }, lane))
+  if (m.synchronous) gateway.store.sqlite.pragma(`synchronous = ${m.synchronous}`)
+
+  stop = async () => {
+    // The load processes have drained and disconnected by now: every PUBACK sent is committed.
+    const sqlite = gateway.store.sqlite
+    const storedReadings = (sqlite.prepare('SELECT count(*) AS n FROM readings').get() as { n: number }).n
+    const quarantined = (sqlite.prepare('SELECT count(*) AS n FROM quarantine').get() as { n: number }).n
+    await gateway.stop()
+    return { type: 'stopped', storedReadings, quarantined }
+  }
+  return {
+    type: 'ready',
+    port: gateway.broker.ports.tls,
+    metricsUrl: `${urls.http}/metrics`,
+    devices,
+    startupMs: performance.now() - t0,
+  }
+}
+
+process.on('message', (raw) => {
+  const m = raw as ToServer
+  const fail = (err: unknown) => send({ type: 'error', message: (err as Error).stack ?? String(err) })
+  switch (m.cmd) {
+    case 'start':
+      (m.target === 'bare' ? startBare(m) : startGateway(m)).then(send, fail)
+      break
+    case 'cpu':
+      send({ type: 'cpu', cpu: cpuSnapshot() })
+      break
+    case 'stop':
+      stop().then(
+        (reply) => {
+          send(reply)
+          // A normal exit, so --cpu-prof writes its profile.
+          process.disconnect?.()
+          setImmediate(() => process.exit(0))
+        },
+        fail,
+      )
+      break
+  }
+})

@@ -1,0 +1,705 @@
+/**
+ * Ingest throughput and PUBACK latency over MQTT/TLS: the gateway against a bare aedes broker
+ * under the same load, in one run.
+ *
+ *   npm run bench:ingest [-- --devices 240 --duration 10 --workers 2 --window 10 --rate 2000]
+ *   npm run bench:ingest -- --quick          3 s phases, for a smoke run
+ *
+ * Diagnostics: --only bare|gateway, --profile (V8 CPU profile of the gateway process, summarised
+ * by where the time goes), --synchronous NORMAL|OFF (journal sync mode, to isolate fsync),
+ * --set ingest.commitIntervalMs=5 (any gateway config key; repeatable).
+ * Each option also reads from the environment: BENCH_DEVICES, BENCH_DURATION, BENCH_WORKERS, ...
+ *
+ * Prints figures and writes them to bench/results/ingest-latest.json; never fails on a time.
+ */
+import { fork, type ChildProcess } from 'node:child_process'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import os from 'node:os'
+import path from 'node:path'
+import { performance } from 'node:perf_hooks'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { ensureDevelopmentPki, serverNames } from '../src/broker/pki.ts'
+import { summariseProfile, type ProfileSummary } from './cpu-profile.ts'
+import { LatencyHistogram, type LatencySummary } from './histogram.ts'
+import { cpuDelta, cpuSnapshot } from './process-stats.ts'
+import type { BenchDevice, CpuSnapshot, FromServer, FromWorker, ServerStart, ToServer, ToWorker, WorkerMark } from './protocol.ts'
+
+const HERE = path.dirname(fileURLToPath(import.meta.url))
+const RESULTS_DIR = path.join(HERE, 'results')
+const PUBACK_P99_TARGET_MS = 25
+const THROUGHPUT_RATIO_TARGET = 0.8
+/** Other processes' CPU, in cores, above which a saturation figure is flagged as disturbed. */
+const NOISY_OTHER_CORES = 0.25
+
+type Target = 'bare' | 'gateway'
+const LABEL: Record<Target, string> = { bare: 'bare aedes (no hooks)', gateway: 'rpm-gateway' }
+
+// ---------------------------------------------------------------- options
+
+interface Options {
+  devices: number
+  workers: number
+  /** Unacknowledged QoS1 publishes each device keeps open in the saturation phase. */
+  window: number
+  warmupS: number
+  durationS: number
+  ratePerSecond: number
+  fixedWarmupS: number
+  fixedDurationS: number
+  quick: boolean
+  only: Target[]
+  profile: boolean
+  synchronous: 'FULL' | 'NORMAL' | 'OFF' | undefined
+  settings: Record<string, string | number | boolean>
+}
+
+function options(): Options {
+  const { values } = parseArgs({
+    options: {
+      devices: { type: 'string' },
+      duration: { type: 'string' },
+      workers: { type: 'string' },
+      window: { type: 'string' },
+      rate: { type: 'string' },
+      quick: { type: 'boolean' },
+      only: { type: 'string' },
+      profile: { type: 'boolean' },
+      synchronous: { type: 'string' },
+      set: { type: 'string', multiple: true },
+      help: { type: 'boolean' },
+    },
+  })
+  if (values.help) {
+    process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!.replace(/^\/\*\*|^ \* ?/gm, '') + '\n')
+    process.exit(0)
+  }
+  const env = process.env
+  const num = (flag: string | undefined, name: string, fallback: number, min: number): number => {
+    const raw = flag ?? env[`BENCH_${name}`]
+    if (raw === undefined) return fallback
+    const n = Number(raw)
+    if (!Number.isFinite(n) || n < min) throw new Error(`--${name.toLowerCase()} must be a number >= ${min}, got "${raw}"`)
+    return n
+  }
+  const quick = values.quick ?? /^(1|true|yes)$/i.test(env.BENCH_QUICK ?? '')
+  const durationS = num(values.duration, 'DURATION', quick ? 3 : 10, 1)
+  const only = (values.only ?? env.BENCH_ONLY ?? 'bare,gateway').split(',').map((s) => s.trim())
+  for (const t of only) if (t !== 'bare' && t !== 'gateway') throw new Error(`--only takes bare, gateway or both, got "${t}"`)
+  const sync = (values.synchronous ?? env.BENCH_SYNCHRONOUS)?.toUpperCase()
+  if (sync !== undefined && !['FULL', 'NORMAL', 'OFF'].includes(sync)) throw new Error('--synchronous takes FULL, NORMAL or OFF')
+  const settings: Record<string, string | number | boolean> = {}
+  for (const pair of values.set ?? []) {
+    const eq = pair.indexOf('=')
+    if (eq < 1) throw new Error(`--set takes key=value, got "${pair}"`)
+    const raw = pair.slice(eq + 1)
+    settings[pair.slice(0, eq)] = /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : /^(true|false)$/.test(raw) ? raw === 'true' : raw
+  }
+  return {
+    devices: Math.floor(num(values.devices, 'DEVICES', 240, 1)),
+    workers: Math.floor(num(values.workers, 'WORKERS', 2, 1)),
+    window: Math.floor(num(values.window, 'WINDOW', 10, 1)),
+    warmupS: quick ? 1 : 2,
+    durationS,
+    ratePerSecond: num(values.rate, 'RATE', 2000, 1),
+    fixedWarmupS: quick ? 0.5 : 1,
+    fixedDurationS: durationS,
+    quick,
+    only: only as Target[],
+    profile: values.profile ?? false,
+    synchronous: sync as Options['synchronous'],
+    settings,
+  }
+}
+
+// ---------------------------------------------------------------- child processes
+
+/** A forked child that speaks the protocol in ./protocol.ts. */
+class Peer<In extends object, Out extends { type: string }> {
+  readonly #buffered: Out[] = []
+  readonly #waiters: Array<{ type: string; resolve: (m: Out) => void; reject: (e: Error) => void }> = []
+  #failure: Error | undefined
+  readonly exited: Promise<void>
+
+  constructor(
+    readonly name: string,
+    readonly child: ChildProcess,
+  ) {
+    child.on('message', (raw) => {
+      const m = raw as Out
+      if (m.type === 'error') return this.#fail(new Error(`${name}: ${(m as unknown as { message: string }).message}`))
+      const i = this.#waiters.findIndex((w) => w.type === m.type)
+      if (i < 0) this.#buffered.push(m)
+      else this.#waiters.splice(i, 1)[0]!.resolve(m)
+    })
+    this.exited = new Promise((resolve) => {
+      child.once('exit', (code, signal) => {
+        this.#fail(new Error(`${name} exited (${signal ?? code})`))
+        resolve()
+      })
+    })
+  }
+
+  #fail(err: Error): void {
+    this.#failure ??= err
+    for (const w of this.#waiters.splice(0)) w.reject(err)
+  }
+
+  send(m: In): void {
+    if (this.child.connected) this.child.send(m)
+  }
+
+  next<T extends Out['type']>(type: T, timeoutMs = 120_000): Promise<Extract<Out, { type: T }>> {
+    const i = this.#buffered.findIndex((m) => m.type === type)
+    if (i >= 0) return Promise.resolve(this.#buffered.splice(i, 1)[0] as Extract<Out, { type: T }>)
+    if (this.#failure) return Promise.reject(this.#failure)
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`${this.name}: no "${type}" within ${timeoutMs} ms`)), timeoutMs)
+      this.#waiters.push({
+        type,
+        resolve: (m) => {
+          clearTimeout(timer)
+          resolve(m as Extract<Out, { type: T }>)
+        },
+        reject: (e) => {
+          clearTimeout(timer)
+          reject(e)
+        },
+      })
+    })
+  }
+
+  request<T extends Out['type']>(m: In, type: T, timeoutMs?: number): Promise<Extract<Out, { type: T }>> {
+    const reply = this.next(type, timeoutMs)
+    this.send(m)
+    return reply
+  }
+
+  kill(): void {
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL')
+  }
+}
+
+type ServerPeer = Peer<ToServer, FromServer>
+type WorkerPeer = Peer<ToWorker, FromWorker>
+
+function forkChild(file: string, execArgv: string[] = []): ChildProcess {
+  return fork(path.join(HERE, file), [], { execArgv: [...process.execArgv, ...execArgv], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+}
+
+// ---------------------------------------------------------------- machine figures
+
+/** Busy and total CPU time of the whole machine, ms (Linux /proc/stat; undefined elsewhere). */
+function machineCpu(): { busyMs: number; totalMs: number } | undefined {
+  try {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
+    const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = f
+    const tick = 1000 / 100 // USER_HZ
+    const busy = user + nice + system + irq + softirq + steal
+    return { busyMs: busy * tick, totalMs: (busy + idle + iowait) * tick }
+  } catch {
+    return undefined
+  }
+}
+
+/** The file system a path lives on, e.g. "ext4 on /dev/vda" (Linux; undefined elsewhere). */
+function fileSystemOf(dir: string): string | undefined {
+  try {
+    let best: { mount: string; text: string } | undefined
+    for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
+      const [dev, mount, type] = line.split(' ')
+      if (!dev || !mount || !type) continue
+      if ((dir === mount || dir.startsWith(mount.endsWith('/') ? mount : mount + '/')) && (!best || mount.length > best.mount.length)) {
+        best = { mount, text: `${type} on ${dev}` }
+      }
+    }
+    return best?.text
+  } catch {
+    return undefined
+  }
+}
+
+// ---------------------------------------------------------------- /metrics
+
+type Scrape = Map<string, number>
+
+async function scrape(url: string | undefined): Promise<Scrape | undefined> {
+  if (!url) return undefined
+  try {
+    const text = await (await fetch(url)).text()
+    const samples: Scrape = new Map()
+    for (const line of text.split('\n')) {
+      if (!line || line.startsWith('#')) continue
+      const m = /^([^\s{]+)(\{[^}]*\})?\s+(\S+)/.exec(line)
+      if (m) samples.set(m[1]! + (m[2] ?? ''), Number(m[3]))
+    }
+    return samples
+  } catch {
+    return undefined
+  }
+}
+
+interface HistogramDelta {
+  count: number
+  sum: number
+  /** Non-cumulative counts per bucket, labelled by the bucket's upper bound. */
+  buckets: Array<{ le: string; count: number }>
+}
+
+function histogramDelta(before: Scrape, after: Scrape, name: string): HistogramDelta {
+  const get = (s: Scrape, key: string) => s.get(key) ?? 0
+  const les: string[] = []
+  for (const key of after.keys()) {
+    const m = new RegExp(`^${name}_bucket\\{le="([^"]+)"\\}$`).exec(key)
+    if (m) les.push(m[1]!)
+  }
+  let previous = 0
+  const buckets = les.map((le) => {
+    const key = `${name}_bucket{le="${le}"}`
+    const cumulative = get(after, key) - get(before, key)
+    const count = cumulative - previous
+    previous = cumulative
+    return { le, count }
+  })
+  return { count: get(after, `${name}_count`) - get(before, `${name}_count`), sum: get(after, `${name}_sum`) - get(before, `${name}_sum`), buckets }
+}
+
+function counterDelta(before: Scrape, after: Scrape, prefix: string): number {
+  let total = 0
+  for (const [key, value] of after) if (key === prefix || key.startsWith(prefix + '{')) total += value - (before.get(key) ?? 0)
+  return total
+}
+
+// ---------------------------------------------------------------- one broker under load
+
+interface SaturationResult {
+  durationS: number
+  acked: number
+  readingsPerSecond: number
+  latency: LatencySummary
+  serverCpuMs: number
+  serverCpuUsPerReading: number
+  serverLoopUtilisation: number
+  loadCpuUsPerReading: number
+  /** CPU used by the load processes, in cores. */
+  loadCores: number
+  /** CPU used on the machine by processes other than this benchmark, in cores. */
+  otherCores: number | undefined
+}
+
+interface FixedResult {
+  targetRate: number
+  achievedRate: number
+  sent: number
+  acked: number
+  unacked: number
+  latency: LatencySummary
+  maxScheduleLagMs: number
+  serverCpuUsPerReading: number
+  serverLoopUtilisation: number
+}
+
+interface JournalFigures {
+  commits: number
+  readingsPerCommitMean: number
+  commitSizeHistogram: Array<{ le: string; count: number }>
+  commitMsMean: number
+  commitSecondsHistogram: Array<{ le: string; count: number }>
+  /** The gateway's own PUBACK latency histogram (receive to commit), mean in ms. */
+  serverPubackMsMean: number
+  accepted: number
+  quarantined: number
+}
+
+interface TargetResult {
+  target: Target
+  label: string
+  startupMs: number
+  connectMs: number
+  saturation: SaturationResult
+  fixed: FixedResult
+  /** From the gateway's /metrics, over the saturation and the fixed-rate windows. */
+  journal?: { saturation: JournalFigures; fixed: JournalFigures }
+  totals: { acked: number; errors: number; storedReadings?: number; quarantined?: number }
+  /** Gateway CPU profile summaries (with --profile) for the saturation and fixed-rate windows. */
+  profile?: { saturation: ProfileSummary; fixed: ProfileSummary }
+}
+
+function log(line: string): void {
+  process.stderr.write(`  · ${line}\n`)
+}
+
+async function runTarget(target: Target, opts: Options, tlsFiles: ServerStart['tls'], dataDir: string, profileDir: string): Promise<TargetResult> {
+  const profiling = opts.profile && target === 'gateway'
+  const server: ServerPeer = new Peer(`${target} broker`, forkChild('ingest-server.ts', profiling ? ['--cpu-prof', '--cpu-prof-dir', profileDir] : []))
+  const workers: WorkerPeer[] = []
+  try {
+    const start: ServerStart = {
+      cmd: 'start',
+      target,
+      devices: opts.devices,
+      tls: tlsFiles,
+      dataDir,
+      settings: opts.settings,
+      ...(opts.synchronous ? { synchronous: opts.synchronous } : {}),
+    }
+    const ready = await server.request(start, 'ready')
+    log(`${LABEL[target]}: up in ${(ready.startupMs / 1000).toFixed(1)} s on port ${ready.port}`)
+
+    for (let i = 0; i < opts.workers; i++) workers.push(new Peer(`load worker ${i + 1}`, forkChild('load-worker.ts')))
+    const ca = readFileSync(tlsFiles.ca, 'utf8')
+    const shares: BenchDevice[][] = workers.map(() => [])
+    ready.devices.forEach((d, i) => shares[i % workers.length]!.push(d))
+    const t0 = performance.now()
+    await Promise.all(
+      workers.map((w, i) =>
+        w.request({ cmd: 'connect', url: `mqtts://127.0.0.1:${ready.port}`, ca, devices: shares[i]!, concurrency: 16 }, 'connected', 300_000),
+      ),
+    )
+    const connectMs = performance.now() - t0
+    log(`${opts.devices} devices connected in ${(connectMs / 1000).toFixed(1)} s`)
+    await sleep(500)
+
+    // -- saturation: every device keeps `window` QoS1 publishes unacknowledged.
+    const markAll = async () => {
+      const [marks, cpu, scraped] = await Promise.all([
+        Promise.all(workers.map((w) => w.request({ cmd: 'mark' }, 'mark'))),
+        server.request({ cmd: 'cpu' }, 'cpu'),
+        scrape(ready.metricsUrl),
+      ])
+      return { marks, cpu: cpu.cpu, scraped, machine: machineCpu(), self: cpuSnapshot() }
+    }
+    log(`saturation: window ${opts.window} per device, ${opts.warmupS} s warm-up + ${opts.durationS} s`)
+    for (const w of workers) w.send({ cmd: 'saturate', window: opts.window })
+    await sleep(opts.warmupS * 1000)
+    const before = await markAll()
+    await sleep(opts.durationS * 1000)
+    const after = await markAll()
+    await Promise.all(workers.map((w) => w.request({ cmd: 'stop' }, 'stopped', 30_000)))
+    const saturation = saturationFigures(before, after)
+    log(`saturation: ${Math.round(saturation.readingsPerSecond).toLocaleString('en-US')} readings/s`)
+
+    // -- fixed rate, open loop, spread over all devices.
+    await sleep(1000)
+    log(`fixed rate: ${opts.ratePerSecond} readings/s, ${opts.fixedWarmupS} s warm-up + ${opts.fixedDurationS} s`)
+    const fixedRuns = Promise.all(
+      workers.map((w) =>
+        w.request(
+          { cmd: 'fixed', ratePerSecond: opts.ratePerSecond / workers.length, warmupMs: opts.fixedWarmupS * 1000, durationMs: opts.fixedDurationS * 1000 },
+          'fixed',
+          (opts.fixedWarmupS + opts.fixedDurationS) * 1000 + 60_000,
+        ),
+      ),
+    )
+    await sleep(opts.fixedWarmupS * 1000)
+    const [{ cpu: cpu0 }, scraped0] = await Promise.all([server.request({ cmd: 'cpu' }, 'cpu'), scrape(ready.metricsUrl)])
+    const fixedReplies = await fixedRuns
+    const [{ cpu: cpu1 }, scraped1] = await Promise.all([server.request({ cmd: 'cpu' }, 'cpu'), scrape(ready.metricsUrl)])
+    const fixed = fixedFigures(opts, fixedReplies, cpu0, cpu1)
+
+    const closed = await Promise.all(workers.map((w) => w.request({ cmd: 'close' }, 'closed', 60_000)))
+    const stopped = await server.request({ cmd: 'stop' }, 'stopped', 60_000)
+    // Children exit on their own once closed; do not let a stray handle hold the run.
+    await Promise.race([Promise.all([server.exited, ...workers.map((w) => w.exited)]), sleep(10_000)])
+
+    const result: TargetResult = {
+      target,
+      label: LABEL[target],
+      startupMs: ready.startupMs,
+      connectMs,
+      saturation,
+      fixed,
+      totals: {
+        acked: closed.reduce((n, c) => n + c.totalAcked, 0),
+        errors: closed.reduce((n, c) => n + c.errors, 0),
+        ...(stopped.type === 'stopped' && stopped.storedReadings !== undefined
+          ? { storedReadings: stopped.storedReadings, quarantined: stopped.quarantined ?? 0 }
+          : {}),
+      },
+    }
+    if (before.scraped && after.scraped && scraped0 && scraped1) {
+      result.journal = { saturation: journalFigures(before.scraped, after.scraped), fixed: journalFigures(scraped0, scraped1) }
+    }
+    if (profiling) {
+      const file = newestProfile(profileDir)
+      if (file) {
+        result.profile = {
+          saturation: summariseProfile(file, before.cpu.monotonicUs, after.cpu.monotonicUs),
+          fixed: summariseProfile(file, cpu0.monotonicUs, cpu1.monotonicUs),
+        }
+      }
+    }
+    return result
+  } finally {
+    server.kill()
+    for (const w of workers) w.kill()
+  }
+}
+
+type Marked = { marks: WorkerMark[]; cpu: CpuSnapshot; scraped: Scrape | undefined; machine: ReturnType<typeof machineCpu>; self: CpuSnapshot }
+
+function saturationFigures(before: Marked, after: Marked): SaturationResult {
+  const marks = after.marks
+  const acked = marks.reduce((n, m) => n + m.acked, 0)
+  const readingsPerSecond = marks.reduce((r, m) => r + m.acked / (m.elapsedMs / 1000), 0)
+  const durationS = marks.reduce((s, m) => s + m.elapsedMs, 0) / marks.length / 1000
+  const server = cpuDelta(before.cpu, after.cpu)
+  const loadCpuMs = marks.reduce((s, m, i) => s + cpuDelta(before.marks[i]!.cpu, m.cpu).cpuMs, 0)
+  let otherCores: number | undefined
+  if (before.machine && after.machine) {
+    const ours = server.cpuMs + loadCpuMs + cpuDelta(before.self, after.self).cpuMs
+    otherCores = Math.max(0, (after.machine.busyMs - before.machine.busyMs - ours) / (durationS * 1000))
+  }
+  return {
+    durationS,
+    acked,
+    readingsPerSecond,
+    latency: LatencyHistogram.from(marks.map((m) => m.latency)).summary(),
+    serverCpuMs: server.cpuMs,
+    serverCpuUsPerReading: acked ? (server.cpuMs * 1000) / acked : Number.NaN,
+    serverLoopUtilisation: server.loopUtilisation,
+    loadCpuUsPerReading: acked ? (loadCpuMs * 1000) / acked : Number.NaN,
+    loadCores: loadCpuMs / 1000 / durationS,
+    otherCores,
+  }
+}
+
+function fixedFigures(opts: Options, replies: Array<Extract<FromWorker, { type: 'fixed' }>>, cpu0: CpuSnapshot, cpu1: CpuSnapshot): FixedResult {
+  const sent = replies.reduce((n, r) => n + r.sent, 0)
+  const acked = replies.reduce((n, r) => n + r.acked, 0)
+  const server = cpuDelta(cpu0, cpu1)
+  return {
+    targetRate: opts.ratePerSecond,
+    achievedRate: replies.reduce((r, f) => r + f.acked / (f.elapsedMs / 1000), 0),
+    sent,
+    acked,
+    unacked: replies.reduce((n, r) => n + r.unacked, 0),
+    latency: LatencyHistogram.from(replies.map((r) => r.latency)).summary(),
+    maxScheduleLagMs: Math.max(...replies.map((r) => r.maxScheduleLagMs)),
+    // From the end of the warm-up to the last PUBACK: the measured readings only.
+    serverCpuUsPerReading: acked ? (server.cpuMs * 1000) / acked : Number.NaN,
+    serverLoopUtilisation: server.loopUtilisation,
+  }
+}
+
+function journalFigures(before: Scrape, after: Scrape): JournalFigures {
+  const size = histogramDelta(before, after, 'rpm_journal_commit_readings')
+  const seconds = histogramDelta(before, after, 'rpm_journal_commit_seconds')
+  const puback = histogramDelta(before, after, 'rpm_puback_latency_seconds')
+  return {
+    commits: size.count,
+    readingsPerCommitMean: size.count ? size.sum / size.count : Number.NaN,
+    commitSizeHistogram: size.buckets,
+    commitMsMean: seconds.count ? (seconds.sum / seconds.count) * 1000 : Number.NaN,
+    commitSecondsHistogram: seconds.buckets,
+    serverPubackMsMean: puback.count ? (puback.sum / puback.count) * 1000 : Number.NaN,
+    accepted: counterDelta(before, after, 'rpm_readings_accepted_total'),
+    quarantined: counterDelta(before, after, 'rpm_readings_quarantined_total'),
+  }
+}
+
+function newestProfile(dir: string): string | undefined {
+  if (!existsSync(dir)) return undefined
+  // CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile: thread 0 is the main thread (tsx runs
+  // its module loader on a second one).
+  const files = readdirSync(dir)
+    .filter((f) => /\.\d+\.0\.\d+\.cpuprofile$/.test(f))
+    .map((f) => path.join(dir, f))
+    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)
+  return files[0]
+}
+
+// ---------------------------------------------------------------- report
+
+const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '-')
+const ms = (n: number) => (!Number.isFinite(n) ? '-' : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2))
+const pct = (n: number) => (Number.isFinite(n) ? `${(n * 100).toFixed(0)}%` : '-')
+const pad = (s: string, n: number) => s.padEnd(n)
+const lpad = (s: string, n: number) => s.padStart(n)
+
+function report(opts: Options, results: TargetResult[]): string[] {
+  const out: string[] = []
+  out.push('', 'Results')
+  const head = [pad('broker', 24), lpad('readings/s', 11), lpad('CPU µs/rdg', 11), lpad('loop busy', 10), lpad('sat. p50/p99 ms', 17), lpad(`@${int(opts.ratePerSecond)}/s p50 / p90 / p99 / max ms`, 34)]
+  out.push(head.join('  '))
+  out.push('-'.repeat(head.join('  ').length))
+  for (const r of results) {
+    const s = r.saturation
+    const f = r.fixed.latency
+    out.push(
+      [
+        pad(r.label, 24),
+        lpad(int(s.readingsPerSecond), 11),
+        lpad(s.serverCpuUsPerReading.toFixed(1), 11),
+        lpad(pct(s.serverLoopUtilisation), 10),
+        lpad(`${ms(s.latency.p50Ms)} / ${ms(s.latency.p99Ms)}`, 17),
+        lpad(`${ms(f.p50Ms)} / ${ms(f.p90Ms)} / ${ms(f.p99Ms)} / ${ms(f.maxMs)}`, 34),
+      ].join('  '),
+    )
+  }
+  out.push('')
+  out.push('readings/s: acknowledged QoS1 readings per second at saturation; CPU µs/rdg: broker process CPU (user+system)')
+  out.push('per acknowledged reading; loop busy: broker event-loop utilisation; sat.: PUBACK latency at saturation.')
+
+  const bare = results.find((r) => r.target === 'bare')
+  const gw = results.find((r) => r.target === 'gateway')
+  out.push('')
+  if (bare && gw) {
+    const ratio = gw.saturation.readingsPerSecond / bare.saturation.readingsPerSecond
+    out.push(`gateway / bare aedes throughput: ${pct(ratio)}  (target >= ${pct(THROUGHPUT_RATIO_TARGET)}: ${ratio >= THROUGHPUT_RATIO_TARGET ? 'met' : 'NOT met'})`)
+    const noisy = [bare, gw].filter((r) => (r.saturation.otherCores ?? 0) > NOISY_OTHER_CORES)
+    for (const r of noisy) {
+      out.push(
+        `  note: other processes used ${r.saturation.otherCores!.toFixed(2)} cores during the ${r.label} saturation window; ` +
+          'the ratio is unreliable, compare CPU µs per reading or run again',
+      )
+    }
+    const cpuRatio = gw.saturation.serverCpuUsPerReading / bare.saturation.serverCpuUsPerReading
+    out.push(`broker CPU per reading, gateway / bare: ${cpuRatio.toFixed(2)}x (${gw.saturation.serverCpuUsPerReading.toFixed(1)} vs ${bare.saturation.serverCpuUsPerReading.toFixed(1)} µs)`)
+  }
+  if (gw) {
+    const p99 = gw.fixed.latency.p99Ms
+    out.push(`gateway PUBACK p99 at ${int(opts.ratePerSecond)} readings/s: ${ms(p99)} ms  (target < ${PUBACK_P99_TARGET_MS} ms: ${p99 < PUBACK_P99_TARGET_MS ? 'met' : 'NOT met'})`)
+  }
+
+  out.push('', 'Details')
+  for (const r of results) {
+    const s = r.saturation
+    const f = r.fixed
+    out.push(`${r.label}:`)
+    out.push(`  start-up ${(r.startupMs / 1000).toFixed(1)} s, ${opts.devices} devices connected in ${(r.connectMs / 1000).toFixed(1)} s`)
+    out.push(
+      `  saturation: ${int(s.acked)} readings acknowledged in ${s.durationS.toFixed(1)} s; broker CPU ${int(s.serverCpuMs)} ms` +
+        ` (${(s.serverCpuMs / 1000 / s.durationS).toFixed(2)} cores); load generators ${s.loadCpuUsPerReading.toFixed(1)} µs CPU/reading` +
+        ` (${s.loadCores.toFixed(2)} cores)` +
+        (s.otherCores === undefined ? '' : `; other processes on the machine: ${s.otherCores.toFixed(2)} cores`),
+    )
+    out.push(`  saturation PUBACK latency ms: p50 ${ms(s.latency.p50Ms)}, p90 ${ms(s.latency.p90Ms)}, p99 ${ms(s.latency.p99Ms)}, max ${ms(s.latency.maxMs)}`)
+    out.push(
+      `  fixed rate: ${int(f.achievedRate)}/s achieved of ${int(f.targetRate)}/s (${int(f.acked)}/${int(f.sent)} acknowledged, ${f.unacked} unacknowledged);` +
+        ` broker CPU ${f.serverCpuUsPerReading.toFixed(1)} µs/reading, loop busy ${pct(f.serverLoopUtilisation)}; sender max lag ${ms(f.maxScheduleLagMs)} ms`,
+    )
+    out.push(`  fixed-rate PUBACK latency ms: p50 ${ms(f.latency.p50Ms)}, p90 ${ms(f.latency.p90Ms)}, p99 ${ms(f.latency.p99Ms)}, p99.9 ${ms(f.latency.p999Ms)}, max ${ms(f.latency.maxMs)} (n=${int(f.latency.count)})`)
+    if (r.journal) {
+      for (const [j, window] of [[r.journal.saturation, 'saturation'], [r.journal.fixed, `${int(opts.ratePerSecond)}/s`]] as const) {
+        out.push(
+          `  journal at ${window}: ${int(j.commits)} commits, ${j.readingsPerCommitMean.toFixed(1)} readings/commit on average, ` +
+            `${ms(j.commitMsMean)} ms per commit (inserts + COMMIT + fsync); server-side PUBACK wait ${ms(j.serverPubackMsMean)} ms mean; ` +
+            `${int(j.accepted)} accepted, ${int(j.quarantined)} quarantined`,
+        )
+        out.push(`    readings per commit (rpm_journal_commit_readings): ${j.commitSizeHistogram.filter((b) => b.count > 0).map((b) => `<=${b.le}: ${int(b.count)}`).join(', ')}`)
+        out.push(`    commit time (rpm_journal_commit_seconds): ${j.commitSecondsHistogram.filter((b) => b.count > 0).map((b) => `<=${b.le === '+Inf' ? b.le : `${Number(b.le) * 1000}ms`}: ${int(b.count)}`).join(', ')}`)
+      }
+    }
+    const t = r.totals
+    out.push(
+      `  whole run: ${int(t.acked)} PUBACKs received, ${t.errors} client errors` +
+        (t.storedReadings === undefined ? '' : `; journal holds ${int(t.storedReadings)} readings, ${t.quarantined} quarantined`),
+    )
+    if (r.profile) {
+      out.push(...profileLines(r.profile.saturation, 'the saturation window', r.saturation.acked))
+      out.push(...profileLines(r.profile.fixed, `the ${int(opts.ratePerSecond)} readings/s window`, r.fixed.acked))
+    }
+  }
+  return out
+}
+
+function profileLines(p: ProfileSummary, window: string, readings: number): string[] {
+  const lines = [`  CPU profile of the gateway's main thread during ${window} (${ms(p.windowMs)} ms of samples, ${int(readings)} readings; ${p.file}):`]
+  const row = (c: ProfileSummary['categories'][number]) =>
+    `      ${pad(c.name, 54)} ${lpad(ms(c.ms), 7)} ms ${lpad(pct(c.share), 5)} ${lpad(readings ? ((c.ms * 1000) / readings).toFixed(1) : '-', 7)} µs/reading`
+  lines.push('    self time by area (main thread time, on CPU or blocked in a call):')
+  for (const c of p.categories.filter((c) => c.share >= 0.002)) lines.push(row(c))
+  lines.push('    inclusive time of key frames:')
+  for (const c of p.inclusive) lines.push(row(c))
+  return lines
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const opts = options()
+  const cpus = os.cpus()
+  const root = mkdtempSync(path.join(os.tmpdir(), 'rpm-bench-'))
+  const machine = {
+    cores: cpus.length,
+    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
+    node: process.version,
+    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
+    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
+    loadAverage: os.loadavg().map((n) => Number(n.toFixed(2))),
+    journalFileSystem: fileSystemOf(root) ?? 'unknown',
+  }
+  const print = (line = '') => process.stdout.write(line + '\n')
+  print('rpm-gateway ingest benchmark')
+  print(`machine: ${machine.cores} cores, ${machine.cpuModel}, ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.platform}`)
+  print(`load average at start: ${machine.loadAverage.join(' ')}; journal on ${machine.journalFileSystem} (${root})`)
+  print(
+    `load: ${opts.devices} devices over MQTT 3.1.1/TLS (mqtt.js) in ${opts.workers} load processes; one reading per QoS1 PUBLISH, ` +
+      `mixed types and units; same ECDSA P-256 server certificate for both brokers`,
+  )
+  print(
+    `phases: saturation with ${opts.window} unacknowledged publishes per device, ${opts.warmupS} s warm-up + ${opts.durationS} s measured; ` +
+      `then ${int(opts.ratePerSecond)} readings/s open loop, ${opts.fixedWarmupS} s warm-up + ${opts.fixedDurationS} s measured` +
+      (opts.quick ? ' (--quick)' : ''),
+  )
+  const gwNotes = [
+    ...(opts.synchronous ? [`journal synchronous=${opts.synchronous} (diagnostic; the product uses FULL)`] : []),
+    ...Object.entries(opts.settings).map(([k, v]) => `${k}=${v}`),
+  ]
+  if (gwNotes.length) print(`gateway settings: ${gwNotes.join(', ')}`)
+  print()
+
+  const files = await ensureDevelopmentPki(path.join(root, 'pki'), serverNames())
+  const tlsFiles = { cert: files.certPath, key: files.keyPath, ca: files.caCertPath }
+  const profileDir = path.join(RESULTS_DIR, 'profiles')
+  if (opts.profile) mkdirSync(profileDir, { recursive: true })
+
+  const results: TargetResult[] = []
+  try {
+    for (const target of opts.only) {
+      results.push(await runTarget(target, opts, tlsFiles, path.join(root, target), profileDir))
+    }
+  } finally {
+    rmSync(root, { recursive: true, force: true })
+  }
+
+  for (const line of report(opts, results)) print(line)
+
+  mkdirSync(RESULTS_DIR, { recursive: true })
+  const file = path.join(RESULTS_DIR, 'ingest-latest.json')
+  const bare = results.find((r) => r.target === 'bare')
+  const gw = results.find((r) => r.target === 'gateway')
+  const ratio = bare && gw ? gw.saturation.readingsPerSecond / bare.saturation.readingsPerSecond : undefined
+  writeFileSync(
+    file,
+    JSON.stringify(
+      {
+        at: new Date().toISOString(),
+        command: `node --import tsx bench/ingest.ts ${process.argv.slice(2).join(' ')}`.trim(),
+        machine,
+        options: opts,
+        results,
+        targets: {
+          throughputRatio: { value: ratio ?? null, target: THROUGHPUT_RATIO_TARGET, met: ratio === undefined ? null : ratio >= THROUGHPUT_RATIO_TARGET },
+          pubackP99Ms: {
+            value: gw?.fixed.latency.p99Ms ?? null,
+            target: PUBACK_P99_TARGET_MS,
+            atReadingsPerSecond: opts.ratePerSecond,
+            met: gw ? gw.fixed.latency.p99Ms < PUBACK_P99_TARGET_MS : null,
+          },
+        },
+      },
+      null,
+      2,
+    ) + '\n',
+  )
+  print()
+  print(`figures written to ${path.relative(process.cwd(), file)}`)
+}
+
+main().catch((err: unknown) => {
+  process.stderr.write(`bench:ingest failed: ${(err as Error).stack ?? String(err)}\n`)
+  process.exit(1)
+})
