@@ -12,6 +12,7 @@ import { Ingest } from './ingest/ingest.ts'
 import { createLogger } from './log.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { Registry } from './registry/registry.ts'
+import { startCheckpointer } from './store/checkpointer.ts'
 import { openStore, type Store } from './store/db.ts'
 
 export interface GatewayDeps {
@@ -68,6 +69,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
   const log = deps.log ?? createLogger(config.log.level)
   const { material, caFile } = await tlsFor(config)
   const store = await openStore(config.dataDir)
+  const checkpointer = startCheckpointer(store.sqlite, store.file, log.child({ module: 'store' }))
   const bus = new EventBus()
   const metrics = createMetrics()
   const audit = new AuditLog(store.sqlite, clock)
@@ -145,6 +147,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
       await broker.close()
       ingest.close()
       await http.close()
+      await checkpointer.stop()
       await store.close()
     },
   }

@@ -1,10 +1,12 @@
+import { copyFileSync } from 'node:fs'
+import path from 'node:path'
 import SQLite from 'better-sqlite3'
 import type { MqttClient } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
 import { build } from '../../device-simulator/readings.ts'
 import { databaseFile } from '../../src/store/db.ts'
 import type { AcceptedReading } from '../../src/ingest/types.ts'
-import { connectDevice, nextMessage, provision, quarantineOf, readingsOf, startGateway, type TestDevice, type TestGateway } from '../helpers.ts'
+import { connectDevice, nextMessage, provision, quarantineOf, readingsOf, startGateway, tempDir, type TestDevice, type TestGateway } from '../helpers.ts'
 
 let t: TestGateway
 let clients: MqttClient[] = []
@@ -160,6 +162,30 @@ describe('ingest', () => {
     await publishing // mqtt.js resends the unacknowledged PUBLISH after it reconnects
     expect(readingsOf(t, dev.deviceId).map((r) => r.seq)).toEqual([1])
     expect((await readyz()).checks.journal).toBe('up')
+  })
+
+  it('checkpoints the journal into the database file in the background', async () => {
+    t = await startGateway()
+    const { dev, client } = await device()
+    await send(client, dev, Array.from({ length: 50 }, (_, i) => build.heartRate(60 + (i % 30), { seq: i })))
+    // The main database file alone (without its WAL) holds the readings once a checkpoint ran;
+    // commits themselves never checkpoint.
+    const copy = path.join(tempDir(), 'copy.db')
+    let n = 0
+    for (let i = 0; i < 40 && n < 50; i++) {
+      await new Promise((r) => setTimeout(r, 100))
+      copyFileSync(databaseFile(t.dataDir), copy)
+      const db = new SQLite(copy, { readonly: true })
+      try {
+        n = (db.prepare('SELECT COUNT(*) AS n FROM readings').get() as { n: number }).n
+      } catch {
+        n = 0 // not even the schema has been checkpointed yet
+      } finally {
+        db.close()
+      }
+    }
+    expect(n).toBe(50)
+    expect(t.gateway.store.sqlite.pragma('wal_autocheckpoint', { simple: true })).toBe(0)
   })
 
   it('keeps device presence: online with last seen, offline after disconnect, online through a takeover', async () => {
