@@ -22,6 +22,8 @@ interface Pending {
   problems: ReadingProblem[]
   receivedAt: number
   startedNs: bigint
+  /** The payload text, when it held one valid reading. */
+  originalText?: string
   done: (err: Error | null) => void
 }
 
@@ -80,7 +82,7 @@ export class Ingest {
         for (const r of entry.readings) {
           const info = this.#insertReading.run(
             deviceId, patientId, r.type, r.seq, r.measuredAt, receivedAt,
-            JSON.stringify(r.values), JSON.stringify(r.original), dedupeKey(deviceId, r),
+            JSON.stringify(r.values), entry.originalText ?? JSON.stringify(r.original), dedupeKey(deviceId, r),
           )
           if (info.changes === 1) {
             accepted.push({ ...r, id: Number(info.lastInsertRowid), deviceId, deviceKind: kind, patientId, receivedAt })
@@ -165,17 +167,18 @@ export class Ingest {
       }
       body.forEach((item, index) => this.#check(item, now, entry, index))
     } else if (body !== null && typeof body === 'object') {
-      this.#check(body, now, entry, undefined)
+      // A single reading is stored as the device sent it, byte for byte.
+      if (this.#check(body, now, entry, undefined)) entry.originalText = text
     } else {
       entry.problems.push({ code: 'RPM_ERR_PAYLOAD_SHAPE', message: 'the payload must be a reading object or an array of them', raw: rawOf(payload) })
     }
   }
 
-  #check(item: unknown, now: number, entry: Pending, index: number | undefined): void {
+  #check(item: unknown, now: number, entry: Pending, index: number | undefined): boolean {
     const result = this.#validator.check(item, now)
     if (result.ok) {
       entry.readings.push(result.reading)
-      return
+      return true
     }
     const seq = (item as { seq?: unknown } | null)?.seq
     const problem: ReadingProblem = { code: result.code, message: result.message, raw: JSON.stringify(item).slice(0, RAW_LIMIT) }
@@ -183,6 +186,7 @@ export class Ingest {
     if (Number.isSafeInteger(seq)) problem.seq = seq as number
     if (index !== undefined) problem.index = index
     entry.problems.push(problem)
+    return false
   }
 
   /** Commits everything queued in one transaction, then releases the PUBACKs. */
@@ -235,7 +239,9 @@ export class Ingest {
         this.bus.emit('reading.quarantined', event)
       }
     }
-    for (const r of result.accepted) this.metrics.readingsAccepted.inc({ type: r.type })
+    const byType = new Map<string, number>()
+    for (const r of result.accepted) byType.set(r.type, (byType.get(r.type) ?? 0) + 1)
+    for (const [type, n] of byType) this.metrics.readingsAccepted.inc({ type }, n)
     if (result.accepted.length > 0) this.bus.emit('reading.accepted', result.accepted)
   }
 
