@@ -50,7 +50,11 @@ export async function openStore(dataDir: string): Promise<Store> {
   sqlite.pragma('busy_timeout = 5000')
 
   const db = new Kysely<Database>({ dialect: new SqliteDialect({ database: sqlite }) })
+  // One transaction around all migrations: atomic (SQLite has transactional DDL), and a second
+  // process opening a new database at the same moment waits for the first (busy_timeout).
+  sqlite.exec('BEGIN IMMEDIATE')
   const { error, results } = await new Migrator({ db, provider: migrationProvider }).migrateToLatest()
+  sqlite.exec(error ? 'ROLLBACK' : 'COMMIT')
   if (error) {
     const failed = results?.find((r) => r.status === 'Error')?.migrationName
     const known = new Set(Object.keys(await migrationProvider.getMigrations()))
