@@ -73,6 +73,7 @@ export class DeviceBroker {
   readonly #findDevice: Statement
   readonly #markOnline: Statement
   readonly #markOffline: Statement
+  readonly #findDisabledOnline: Statement
   readonly #sockets = new Set<Duplex>()
   #disabledSweep: NodeJS.Timeout | undefined
   /** A hash no device holds, checked when a login names an unknown device. */
@@ -94,6 +95,7 @@ export class DeviceBroker {
     this.#findDevice = store.sqlite.prepare('SELECT id, patient_id, kind, secret_hash, status FROM devices WHERE id = ?')
     this.#markOnline = store.sqlite.prepare('UPDATE devices SET online = 1, last_connected_at = ?, last_seen_at = ? WHERE id = ?')
     this.#markOffline = store.sqlite.prepare('UPDATE devices SET online = 0, last_seen_at = ? WHERE id = ?')
+    this.#findDisabledOnline = store.sqlite.prepare("SELECT id FROM devices WHERE status = 'disabled' AND online = 1")
     // The previous process may have stopped with devices marked online.
     store.sqlite.prepare('UPDATE devices SET online = 0 WHERE online = 1').run()
 
@@ -105,8 +107,9 @@ export class DeviceBroker {
         this.#deny(client, identity, 'mqtt.publish', packet.topic)
         return callback(new RpmError('RPM_ERR_TOPIC_FORBIDDEN'))
       }
+      // Only the status topic keeps a retained message; readings and events are not broker state.
+      if (!packet.topic.endsWith('/status')) packet.retain = false
       if (packet.topic.endsWith('/readings')) {
-        packet.retain = false // readings are not broker state
         deps.ingest.submit(identity, packet.payload as Buffer, callback)
         return
       }
@@ -382,7 +385,7 @@ export class DeviceBroker {
   /** Devices disabled by an operator (perhaps from another process) lose their connection. */
   #closeDisabled(): void {
     if (this.#live.size === 0) return
-    const rows = this.#deps.store.sqlite.prepare("SELECT id FROM devices WHERE status = 'disabled' AND online = 1").all() as Array<{ id: string }>
+    const rows = this.#findDisabledOnline.all() as Array<{ id: string }>
     for (const { id } of rows) {
       const client = this.#live.get(id)
       if (!client) continue
