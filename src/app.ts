@@ -8,6 +8,9 @@ import type { GatewayConfig } from './config/load.ts'
 import { RpmError } from './errors.ts'
 import { EventBus } from './events.ts'
 import { buildHttpServer } from './http/server.ts'
+import { AccessPolicy } from './identity/access.ts'
+import { Auth, loadTokenKey } from './identity/auth.ts'
+import { Users } from './identity/users.ts'
 import { Ingest } from './ingest/ingest.ts'
 import { createLogger } from './log.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
@@ -35,6 +38,7 @@ export interface Gateway {
   readonly store: Store
   readonly bus: EventBus
   readonly registry: Registry
+  readonly users: Users
   readonly metrics: Metrics
   readonly audit: AuditLog
   readonly broker: DeviceBroker
@@ -74,6 +78,9 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
   const metrics = createMetrics()
   const audit = new AuditLog(store.sqlite, clock)
   const registry = new Registry(store.db, clock)
+  const users = new Users(store.db, clock)
+  const auth = new Auth(store.db, config.auth, loadTokenKey(config.auth, config.dataDir), audit, clock)
+  const access = new AccessPolicy(store.db, config.auth, clock)
   const ingest = new Ingest(config.ingest, store, bus, clock, metrics, log.child({ module: 'ingest' }))
   const broker = await DeviceBroker.create({
     config: config.mqtt,
@@ -94,6 +101,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     metrics,
     log: log.child({ module: 'http' }),
     tls: material,
+    api: { store, auth, access, users, registry, audit, clock },
     readiness: {
       database: () => store.sqlite.open,
       journal: () => ingest.healthy,
@@ -122,6 +130,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     store,
     bus,
     registry,
+    users,
     metrics,
     audit,
     broker,

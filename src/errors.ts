@@ -17,6 +17,14 @@ export const ERRORS = {
   RPM_ERR_CONFLICT: { status: 409, summary: 'The record already exists' },
   RPM_ERR_INTERNAL: { status: 500, summary: 'Internal error' },
   RPM_ERR_UNAVAILABLE: { status: 503, summary: 'A required service is unavailable' },
+  RPM_ERR_PAYLOAD_TOO_LARGE: { status: 413, summary: 'The request body is too large' },
+
+  // People: sign-in, tokens, access.
+  RPM_ERR_UNAUTHENTICATED: { status: 401, summary: 'Sign in first: the access token is missing, expired or revoked' },
+  RPM_ERR_BAD_CREDENTIALS: { status: 401, summary: 'Wrong username or password' },
+  RPM_ERR_ACCOUNT_LOCKED: { status: 423, summary: 'Too many failed sign-ins: the account is locked for a while' },
+  RPM_ERR_SESSION_ENDED: { status: 401, summary: 'The session has ended: sign in again' },
+  RPM_ERR_FORBIDDEN: { status: 403, summary: 'Your role may not do this' },
 
   // Refusals at MQTT CONNECT ([MQTT-3.2.2-3] return codes).
   RPM_ERR_DEVICE_AUTH: { status: 401, summary: 'Bad device credentials', connack: 4 },

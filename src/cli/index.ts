@@ -9,11 +9,12 @@ import { issueCertificate, pkiFiles } from '../broker/pki.ts'
 import { systemClock } from '../clock.ts'
 import { type GatewayConfig, loadConfig, unknownEnvNames } from '../config/load.ts'
 import { RpmError, isRpmError } from '../errors.ts'
+import { Users } from '../identity/users.ts'
 import { listQuarantine, listReadings } from '../ingest/queries.ts'
 import { createLogger } from '../log.ts'
 import { DEVICE_KINDS, Registry } from '../registry/registry.ts'
 import { openStore, type Store } from '../store/db.ts'
-import type { DeviceKind } from '../store/schema.ts'
+import type { DeviceKind, Role } from '../store/schema.ts'
 
 interface GlobalOptions {
   dataDir?: string
@@ -227,6 +228,58 @@ export function buildProgram(): Command {
       const out = output(g(cmd))
       const items = await withStore(g(cmd), (_s, registry) => registry.listDevices(o.patient))
       out.print(table(items as unknown as Array<Record<string, unknown>>, ['id', 'patientId', 'kind', 'status', 'online', 'lastSeenAt']), { items })
+    })
+
+  const user = program.command('user').description('manage the people who sign in')
+  user
+    .command('add')
+    .description('add a user: a patient (linked to a patient record), a provider or an admin')
+    .addOption(new Option('--role <role>', 'role').choices(['patient', 'provider', 'admin']).makeOptionMandatory())
+    .requiredOption('--username <name>', 'sign-in name')
+    .option('--password <password>', 'password (at least 12 characters); prefer --password-stdin')
+    .option('--password-stdin', 'read the password from standard input')
+    .option('--patient <id>', 'the patient record a patient user is linked to')
+    .option('--name <name>', 'display name')
+    .action(async (o: { role: Role; username: string; password?: string; passwordStdin?: boolean; patient?: string; name?: string }, cmd: Command) => {
+      const out = output(g(cmd))
+      let password = o.password
+      if (o.passwordStdin) {
+        const chunks: Buffer[] = []
+        for await (const chunk of process.stdin) chunks.push(chunk as Buffer)
+        password = Buffer.concat(chunks).toString('utf8').replace(/\r?\n$/, '')
+      }
+      if (!password) throw new RpmError('RPM_ERR_BAD_REQUEST', 'give the password with --password-stdin (or --password)', { details: { field: 'password' } })
+      const created = await withStore(g(cmd), async (store, _r, audit) => {
+        const u = await new Users(store.db, systemClock).add({ username: o.username, password, role: o.role, ...(o.patient ? { patientId: o.patient } : {}), ...(o.name ? { name: o.name } : {}) })
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'user.add', target: u.id, outcome: 'allowed', details: { role: u.role } })
+        return u
+      })
+      out.print(`user ${created.username} (${created.role}) added as ${created.id}`, created)
+    })
+  user
+    .command('list')
+    .description('list users')
+    .action(async (_o, cmd: Command) => {
+      const out = output(g(cmd))
+      const items = await withStore(g(cmd), (store) => new Users(store.db, systemClock).list())
+      out.print(table(items as unknown as Array<Record<string, unknown>>, ['id', 'username', 'role', 'patientId', 'status']), { items })
+    })
+
+  program
+    .command('careteam')
+    .description('manage care teams')
+    .command('add')
+    .description('put a provider on a patient\'s care team')
+    .requiredOption('--patient <id>', 'patient id')
+    .requiredOption('--provider <username>', 'the provider\'s username')
+    .action(async (o: { patient: string; provider: string }, cmd: Command) => {
+      const out = output(g(cmd))
+      const member = await withStore(g(cmd), async (store, _r, audit) => {
+        const m = await new Users(store.db, systemClock).addToCareTeam(o.patient, o.provider)
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'careteam.add', target: o.patient, outcome: 'allowed', details: { userId: m.userId } })
+        return m
+      })
+      out.print(`${member.username} is on the care team of patient ${member.patientId}`, member)
     })
 
   program

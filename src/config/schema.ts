@@ -26,6 +26,20 @@ export interface GatewayConfig {
     authFailuresBeforeDelay: number
     authFailureDelayMs: number
   }
+  auth: {
+    /** File holding the key that signs access tokens; generated into the data directory when empty. */
+    tokenKeyFile: string
+    accessTokenTtlSeconds: number
+    /** A session (sign-in) ends after this long whatever happens. */
+    sessionTtlSeconds: number
+    /** Automatic logoff: a session with no activity for this long ends. */
+    idleTimeoutSeconds: number
+    /** Failed sign-ins before an account is locked for lockoutSeconds. */
+    maxFailedLogins: number
+    lockoutSeconds: number
+    /** Break-glass access for admins: the longest grant. */
+    breakGlassMaxMinutes: number
+  }
   ingest: {
     maxBatchSize: number
     /** Readings measured further than this in the future are quarantined (device clock skew). */
@@ -45,7 +59,7 @@ const str = { type: 'string' } as const
 export const configSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['dataDir', 'log', 'http', 'mqtt', 'ingest'],
+  required: ['dataDir', 'log', 'http', 'mqtt', 'auth', 'ingest'],
   properties: {
     dataDir: { type: 'string', minLength: 1, default: './data' },
     log: {
@@ -98,6 +112,21 @@ export const configSchema = {
         connectRatePerMinute: { type: 'integer', minimum: 1, default: 600 },
         authFailuresBeforeDelay: { type: 'integer', minimum: 0, default: 5 },
         authFailureDelayMs: { type: 'integer', minimum: 0, maximum: 60000, default: 1000 },
+      },
+    },
+    auth: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['tokenKeyFile', 'accessTokenTtlSeconds', 'sessionTtlSeconds', 'idleTimeoutSeconds', 'maxFailedLogins', 'lockoutSeconds', 'breakGlassMaxMinutes'],
+      default: {},
+      properties: {
+        tokenKeyFile: { ...str, default: '' },
+        accessTokenTtlSeconds: { type: 'integer', minimum: 30, maximum: 3600, default: 900 },
+        sessionTtlSeconds: { type: 'integer', minimum: 300, default: 43200 },
+        idleTimeoutSeconds: { type: 'integer', minimum: 60, default: 900 },
+        maxFailedLogins: { type: 'integer', minimum: 1, default: 5 },
+        lockoutSeconds: { type: 'integer', minimum: 1, default: 900 },
+        breakGlassMaxMinutes: { type: 'integer', minimum: 1, maximum: 1440, default: 60 },
       },
     },
     ingest: {

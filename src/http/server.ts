@@ -1,4 +1,6 @@
 import Fastify, { type FastifyInstance, LogController } from 'fastify'
+import swagger from '@fastify/swagger'
+import swaggerUi from '@fastify/swagger-ui'
 import websocket from '@fastify/websocket'
 import { createWebSocketStream } from 'ws'
 import type { Logger } from 'pino'
@@ -7,6 +9,7 @@ import { RpmError, isRpmError } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
 import type { DeviceBroker } from '../broker/broker.ts'
 import type { TlsMaterial } from '../broker/pki.ts'
+import { type ApiDeps, apiRoutes } from './api.ts'
 
 export interface HttpDeps {
   config: GatewayConfig['http']
@@ -15,6 +18,7 @@ export interface HttpDeps {
   metrics: Metrics
   log: Logger
   tls: TlsMaterial
+  api: ApiDeps
   /** Checks behind /readyz; each returns true when its part is ready. */
   readiness: Record<string, () => boolean>
 }
@@ -31,11 +35,28 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     loggerInstance: deps.log,
     logController: new LogController({ disableRequestLogging: true }),
     trustProxy: false,
+    bodyLimit: 64 * 1024,
+    // Unknown fields are refused, not silently dropped; query strings are coerced to their types.
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false } },
     ...(secure ? { https: { key: deps.tls.key, cert: deps.tls.cert } } : {}),
   }) as unknown as FastifyInstance
 
-  app.setErrorHandler((err: Error & { statusCode?: number }, _req, reply) => {
+  app.setErrorHandler((err: Error & { statusCode?: number; code?: string; validation?: Array<{ instancePath: string; message?: string; params: Record<string, unknown> }>; validationContext?: string }, _req, reply) => {
     if (isRpmError(err)) return reply.status(err.status).send(err.toJSON())
+    if (err.validation) {
+      const first = err.validation[0]
+      const location = err.validationContext ?? 'body'
+      const field =
+        (first?.params.missingProperty as string | undefined) ??
+        (first?.params.additionalProperty as string | undefined) ??
+        (first?.instancePath.slice(1).replaceAll('/', '.') || undefined)
+      const what =
+        first?.params.additionalProperty !== undefined ? `unknown field ${String(first.params.additionalProperty)}`
+          : first?.params.missingProperty !== undefined ? `missing field ${String(first.params.missingProperty)}`
+          : `${field ?? location} ${first?.message ?? 'is invalid'}`
+      return reply.status(400).send({ code: 'RPM_ERR_BAD_REQUEST', message: `${location}: ${what}`, details: { location, ...(field ? { field } : {}) } })
+    }
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return reply.status(413).send(new RpmError('RPM_ERR_PAYLOAD_TOO_LARGE').toJSON())
     const status = (err as { statusCode?: number }).statusCode
     if (status && status < 500) {
       return reply.status(status).send({ code: 'RPM_ERR_BAD_REQUEST', message: err.message })
@@ -55,15 +76,25 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     },
   })
 
-  app.get('/healthz', async () => ({ status: 'ok' }))
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: { title: 'rpm-gateway API', version: '1', description: 'Remote patient monitoring gateway. Errors: {code, message, details} with an RPM_ERR_* code.' },
+      components: { securitySchemes: { bearerAuth: { type: 'http', scheme: 'bearer', bearerFormat: 'JWT' } } },
+    },
+  })
+  await app.register(swaggerUi, { routePrefix: '/docs' })
+  await app.register(async (api) => apiRoutes(api, deps.api))
 
-  app.get('/readyz', async (_req, reply) => {
+  app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }))
+
+  app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
     const checks = Object.fromEntries(Object.entries(deps.readiness).map(([name, check]) => [name, check() ? 'up' : 'down']))
     const ready = Object.values(checks).every((v) => v === 'up')
     return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', checks })
   })
 
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/metrics', { schema: { hide: true } }, async (_req, reply) => {
     reply.header('content-type', deps.metrics.registry.contentType)
     return deps.metrics.registry.metrics()
   })

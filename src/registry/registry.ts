@@ -4,7 +4,7 @@ import type { Clock } from '../clock.ts'
 import { RpmError } from '../errors.ts'
 import type { Database } from '../store/db.ts'
 import type { DeviceKind, DeviceTable, PatientTable } from '../store/schema.ts'
-import { generateSecret, hashSecret } from './secrets.ts'
+import { generateSecret, hashSecret } from '../crypto/secrets.ts'
 
 export const DEVICE_KINDS: readonly DeviceKind[] = ['bp_cuff', 'glucometer', 'oximeter', 'scale', 'thermometer', 'hub']
 

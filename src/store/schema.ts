@@ -65,10 +65,63 @@ export interface AuditTable {
   hash: string
 }
 
+export type Role = 'patient' | 'provider' | 'admin'
+
+export interface UserTable {
+  id: string
+  username: string
+  role: Role
+  name: string
+  patient_id: string | null
+  password_hash: string
+  status: 'active' | 'disabled'
+  failed_logins: number
+  locked_until: string | null
+  created_at: string
+}
+
+export interface CareTeamTable {
+  patient_id: string
+  user_id: string
+  added_at: string
+}
+
+export interface SessionTable {
+  id: string
+  user_id: string
+  created_at: string
+  last_active_at: string
+  expires_at: string
+  revoked_at: string | null
+  revoked_reason: string | null
+  address: string | null
+}
+
+export interface RefreshTokenTable {
+  token_hash: string
+  session_id: string
+  issued_at: string
+  used_at: string | null
+}
+
+export interface BreakGlassTable {
+  id: string
+  user_id: string
+  patient_id: string
+  reason: string
+  granted_at: string
+  expires_at: string
+}
+
 export interface Database {
   patients: PatientTable
   devices: DeviceTable
   readings: ReadingTable
   quarantine: QuarantineTable
   audit: AuditTable
+  users: UserTable
+  care_team: CareTeamTable
+  sessions: SessionTable
+  refresh_tokens: RefreshTokenTable
+  break_glass: BreakGlassTable
 }

@@ -117,14 +117,14 @@ describe('errors and what is not served', () => {
     expect(await res.json()).toEqual({ code: 'RPM_ERR_NOT_FOUND', message: expect.any(String) })
   })
 
-  it('serves no patient data over HTTP (there are no patient routes)', async () => {
+  it('serves no patient data without a valid access token', async () => {
     const t = await gateway()
     const dev = await provision(t.gateway)
     for (const path of ['/api/v1/patients', `/api/v1/patients/${dev.patientId}`, `/api/v1/patients/${dev.patientId}/readings`]) {
       const res = await get(t, path)
-      expect(res.status).toBe(404)
+      expect(res.status).toBe(401)
       const body = await res.text()
-      expect(JSON.parse(body)).toMatchObject({ code: 'RPM_ERR_NOT_FOUND' })
+      expect(JSON.parse(body)).toMatchObject({ code: 'RPM_ERR_UNAUTHENTICATED' })
       expect(body).not.toContain('Test Patient')
     }
   })

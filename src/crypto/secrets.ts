@@ -3,9 +3,10 @@ import { promisify } from 'node:util'
 
 const scryptAsync = promisify(scrypt) as (pw: string, salt: Buffer, len: number, opts: object) => Promise<Buffer>
 
-// Device secrets are 256-bit random tokens, so a moderate cost suffices; the parameters are
-// stored with each hash so they can be raised later without invalidating existing devices.
-const N = 16384
+// Device secrets are 256-bit random tokens, so a moderate cost suffices; people's passwords get
+// twice the work. The parameters are stored with each hash so they can be raised later.
+const DEVICE_N = 16384
+const PASSWORD_N = 32768
 const R = 8
 const P = 1
 const KEY_LEN = 32
@@ -15,10 +16,14 @@ export function generateSecret(): string {
 }
 
 /** `scrypt$N$r$p$salt$hash`, base64url. */
-export async function hashSecret(secret: string): Promise<string> {
+export async function hashSecret(secret: string, N = DEVICE_N): Promise<string> {
   const salt = randomBytes(16)
   const hash = await scryptAsync(secret, salt, KEY_LEN, { N, r: R, p: P, maxmem: 64 * 1024 * 1024 })
   return ['scrypt', N, R, P, salt.toString('base64url'), hash.toString('base64url')].join('$')
+}
+
+export function hashPassword(password: string): Promise<string> {
+  return hashSecret(password, PASSWORD_N)
 }
 
 /** Constant-time check of a secret against its stored hash; false for anything malformed. */
