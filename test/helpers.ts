@@ -6,6 +6,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt'
 import { buildGateway, type Gateway, type GatewayUrls } from '../src/app.ts'
 import type { AuditRow } from '../src/audit/audit.ts'
 import { issueCertificate, pkiFiles } from '../src/broker/pki.ts'
+import type { Clock } from '../src/clock.ts'
 import { loadConfig } from '../src/config/load.ts'
 import type { DeviceKind } from '../src/store/schema.ts'
 
@@ -21,11 +22,28 @@ export interface TestGateway {
   stop(): Promise<void>
 }
 
+/** A clock the test moves by hand; it starts at the real time so readings built now are current. */
+export class TestClock implements Clock {
+  #now: number
+
+  constructor(start = Date.now()) {
+    this.#now = start
+  }
+
+  now(): number {
+    return this.#now
+  }
+
+  advanceSeconds(seconds: number): void {
+    this.#now += seconds * 1000
+  }
+}
+
 /**
  * A real gateway on free ports in a temp data directory. `settings` are config key paths,
- * e.g. { 'mqtt.maxPacketBytes': 4096 }.
+ * e.g. { 'mqtt.maxPacketBytes': 4096 }; `options.clock` replaces the system clock.
  */
-export async function startGateway(settings: Record<string, unknown> = {}, dataDir = tempDir()): Promise<TestGateway> {
+export async function startGateway(settings: Record<string, unknown> = {}, dataDir = tempDir(), options: { clock?: Clock } = {}): Promise<TestGateway> {
   const config = loadConfig({
     env: {},
     overrides: {
@@ -37,7 +55,7 @@ export async function startGateway(settings: Record<string, unknown> = {}, dataD
       ...settings,
     } as unknown as Record<string, never>,
   })
-  const gateway = await buildGateway(config)
+  const gateway = await buildGateway(config, options.clock ? { clock: options.clock } : {})
   const urls = await gateway.start()
   let stopped = false
   return {
@@ -114,10 +132,10 @@ export interface ProcessResult {
 export function runProcess(
   file: string,
   args: readonly string[],
-  options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+  options: { env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number; input?: string } = {},
 ): Promise<ProcessResult> {
   return new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       file,
       [...args],
       { env: options.env ?? process.env, cwd: options.cwd, timeout: options.timeoutMs ?? 15_000, encoding: 'utf8' },
@@ -126,6 +144,7 @@ export function runProcess(
         resolve({ code, stdout, stderr })
       },
     )
+    if (options.input !== undefined) child.stdin?.end(options.input)
   })
 }
 
@@ -198,4 +217,54 @@ export async function waitFor<T>(check: () => T | Promise<T>, ms = 5000, what = 
     if (Date.now() > until) throw new Error(`${what} not met within ${ms} ms`)
     await new Promise((r) => setTimeout(r, 25))
   }
+}
+
+export interface ApiResponse {
+  status: number
+  headers: Headers
+  text: string
+  /** The parsed JSON body, or null when the body is empty or not JSON. */
+  body: any
+}
+
+/**
+ * One HTTP request to the gateway. `body` is sent as JSON; `raw` is sent as is (with
+ * `contentType`, application/json unless told otherwise).
+ */
+export async function api(
+  t: TestGateway,
+  method: string,
+  path: string,
+  options: { token?: string; body?: unknown; raw?: string | Buffer; contentType?: string } = {},
+): Promise<ApiResponse> {
+  const headers: Record<string, string> = {}
+  if (options.token) headers.authorization = `Bearer ${options.token}`
+  let payload: string | Buffer | undefined
+  if (options.raw !== undefined) payload = options.raw
+  else if (options.body !== undefined) payload = JSON.stringify(options.body)
+  if (payload !== undefined || options.contentType) headers['content-type'] = options.contentType ?? 'application/json'
+  const res = await fetch(`${t.urls.http}${path}`, { method, headers, ...(payload !== undefined ? { body: payload } : {}) })
+  const text = await res.text()
+  let body: unknown = null
+  try {
+    body = text ? JSON.parse(text) : null
+  } catch {
+    body = null
+  }
+  return { status: res.status, headers: res.headers, text, body }
+}
+
+export interface SignedIn {
+  accessToken: string
+  refreshToken: string
+  expiresIn: number
+  tokenType: string
+  user: { id: string; username: string; role: string; patientId: string | null }
+}
+
+/** Signs in over HTTP; a refusal fails the test with the gateway's answer. */
+export async function login(t: TestGateway, username: string, password: string): Promise<SignedIn> {
+  const res = await api(t, 'POST', '/api/v1/auth/login', { body: { username, password } })
+  if (res.status !== 200) throw new Error(`login as ${username}: ${res.status} ${res.text}`)
+  return res.body as SignedIn
 }

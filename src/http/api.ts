@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import type { AuditLog } from '../audit/audit.ts'
 import { AddressGuard } from '../broker/guard.ts'
 import type { Clock } from '../clock.ts'
-import { RpmError } from '../errors.ts'
+import { RpmError, isRpmError } from '../errors.ts'
 import type { AccessPolicy, AccessBasis } from '../identity/access.ts'
 import type { Auth, Principal } from '../identity/auth.ts'
 import type { Users } from '../identity/users.ts'
@@ -53,19 +53,25 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
     })
   }
 
-  /** preHandler: a valid access token on a live session, and one of `roles` when given. */
+  /**
+   * onRequest hook: a valid access token on a live session, and one of `roles` when given.
+   * It runs before the body is read or validated, so a caller without the right to use a route
+   * learns nothing about its input and every such attempt is audited.
+   */
   const signedIn = (...roles: Role[]) => async (req: FastifyRequest) => {
     const header = req.headers.authorization
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined
+    const action = `${req.method} ${req.routeOptions.url}`
+    const target = (req.params as { patientId?: string } | undefined)?.patientId
     try {
       if (!token) throw new RpmError('RPM_ERR_UNAUTHENTICATED')
       req.principal = await auth.authenticate(token)
     } catch (err) {
-      record(req, `${req.method} ${req.routeOptions.url}`, 'denied', undefined, { code: (err as RpmError).code ?? 'RPM_ERR_UNAUTHENTICATED' })
+      record(req, action, 'denied', target, { code: isRpmError(err) ? err.code : 'RPM_ERR_UNAUTHENTICATED' })
       throw err
     }
     if (roles.length > 0 && !roles.includes(req.principal.role)) {
-      record(req, `${req.method} ${req.routeOptions.url}`, 'denied', undefined, { code: 'RPM_ERR_FORBIDDEN' })
+      record(req, action, 'denied', target, { code: 'RPM_ERR_FORBIDDEN' })
       throw new RpmError('RPM_ERR_FORBIDDEN', `this needs the ${roles.join(' or ')} role`)
     }
   }
@@ -82,8 +88,12 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
 
   /** Demographic access (admins manage every patient; others as for clinical data). */
   const demographics = async (req: FastifyRequest, patientId: string, action: string): Promise<void> => {
-    if (req.principal!.role === 'admin') return
-    await clinical(req, patientId, action)
+    if (req.principal!.role !== 'admin') return void (await clinical(req, patientId, action))
+    const exists = await store.db.selectFrom('patients').select('id').where('id', '=', patientId).executeTakeFirst()
+    if (!exists) {
+      record(req, action, 'denied', patientId, { code: 'RPM_ERR_NOT_FOUND' })
+      throw new RpmError('RPM_ERR_NOT_FOUND', `no patient ${patientId}`, { details: { field: 'patientId' } })
+    }
   }
 
   // --- sign-in -------------------------------------------------------------------------------
@@ -123,7 +133,7 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   }, async (req) => auth.refresh(req.body.refreshToken, req.ip))
 
   app.post('/api/v1/auth/logout', {
-    preHandler: signedIn(),
+    onRequest: signedIn(),
     schema: { tags: ['auth'], summary: 'Sign out: ends the session and its refresh tokens', security: bearer, response: { 204: { type: 'null' }, ...errorResponses } },
   }, async (req, reply: FastifyReply) => {
     await auth.logout(req.principal!, req.ip)
@@ -131,14 +141,14 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   })
 
   app.get('/api/v1/me', {
-    preHandler: signedIn(),
+    onRequest: signedIn(),
     schema: { tags: ['auth'], summary: 'The signed-in user', security: bearer, response: { 200: userSchema, ...errorResponses } },
   }, async (req) => users.get(req.principal!.userId))
 
   // --- patients ------------------------------------------------------------------------------
 
   app.get('/api/v1/patients', {
-    preHandler: signedIn(),
+    onRequest: signedIn(),
     schema: {
       tags: ['patients'],
       summary: 'Patients you may see: yourself, your care teams\' patients, or all (admin)',
@@ -148,17 +158,15 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   }, async (req) => {
     const ids = await access.listable(req.principal!)
     let q = store.db.selectFrom('patients').selectAll().orderBy('name').orderBy('id')
-    if (ids !== 'all') {
-      if (ids.length === 0) return { items: [] }
-      q = q.where('id', 'in', ids)
-    }
-    const items = (await q.execute()).map(toPatient)
+    if (ids !== 'all') q = q.where('id', 'in', ids)
+    // An empty list is a read too: it is recorded like any other.
+    const items = ids !== 'all' && ids.length === 0 ? [] : (await q.execute()).map(toPatient)
     record(req, 'patients.list', 'allowed', undefined, { count: items.length })
     return { items }
   })
 
   app.post<{ Body: { name: string; id?: string; timezone?: string } }>('/api/v1/patients', {
-    preHandler: signedIn('admin'),
+    onRequest: signedIn('admin'),
     schema: {
       tags: ['patients'],
       summary: 'Add a patient (admin)',
@@ -178,7 +186,7 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   })
 
   app.get<{ Params: { patientId: string } }>('/api/v1/patients/:patientId', {
-    preHandler: signedIn(),
+    onRequest: signedIn(),
     schema: { tags: ['patients'], summary: 'One patient', security: bearer, params: patientParams, response: { 200: patientSchema, ...errorResponses } },
   }, async (req) => {
     const { patientId } = req.params
@@ -191,7 +199,7 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   app.get<{ Params: { patientId: string }; Querystring: { type?: string; since?: string; until?: string; limit?: number; cursor?: string } }>(
     '/api/v1/patients/:patientId/readings',
     {
-      preHandler: signedIn(),
+      onRequest: signedIn(),
       schema: {
         tags: ['readings'],
         summary: 'A patient\'s readings, newest first, with cursor pagination',
@@ -226,7 +234,7 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   // --- devices -------------------------------------------------------------------------------
 
   app.get<{ Params: { patientId: string } }>('/api/v1/patients/:patientId/devices', {
-    preHandler: signedIn(),
+    onRequest: signedIn(),
     schema: {
       tags: ['devices'],
       summary: 'A patient\'s devices with their presence',
@@ -244,7 +252,7 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   })
 
   app.post<{ Params: { patientId: string }; Body: { kind?: DeviceKind; id?: string } }>('/api/v1/patients/:patientId/devices', {
-    preHandler: signedIn('admin'),
+    onRequest: signedIn('admin'),
     schema: {
       tags: ['devices'],
       summary: 'Provision a device (admin); the response holds its secret, shown once',
@@ -265,7 +273,7 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   })
 
   app.post<{ Params: { deviceId: string } }>('/api/v1/devices/:deviceId/disable', {
-    preHandler: signedIn('admin'),
+    onRequest: signedIn('admin'),
     schema: {
       tags: ['devices'],
       summary: 'Disable a device (admin): it can no longer connect',
@@ -282,7 +290,7 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   // --- care teams and users ------------------------------------------------------------------
 
   app.get<{ Params: { patientId: string } }>('/api/v1/patients/:patientId/care-team', {
-    preHandler: signedIn(),
+    onRequest: signedIn(),
     schema: {
       tags: ['care teams'],
       summary: 'The providers on a patient\'s care team',
@@ -293,12 +301,13 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   }, async (req) => {
     const { patientId } = req.params
     await demographics(req, patientId, 'careteam.read')
-    await registry.getPatient(patientId)
-    return { items: await users.careTeam(patientId) }
+    const items = await users.careTeam(patientId)
+    record(req, 'careteam.read', 'allowed', patientId, { count: items.length })
+    return { items }
   })
 
   app.post<{ Params: { patientId: string }; Body: { provider: string } }>('/api/v1/patients/:patientId/care-team', {
-    preHandler: signedIn('admin'),
+    onRequest: signedIn('admin'),
     schema: {
       tags: ['care teams'],
       summary: 'Put a provider on the patient\'s care team (admin)',
@@ -314,17 +323,21 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   })
 
   app.get('/api/v1/users', {
-    preHandler: signedIn('admin'),
+    onRequest: signedIn('admin'),
     schema: {
       tags: ['users'],
       summary: 'All users (admin)',
       security: bearer,
       response: { 200: { type: 'object', required: ['items'], properties: { items: { type: 'array', items: userSchema } } }, ...errorResponses },
     },
-  }, async () => ({ items: await users.list() }))
+  }, async (req) => {
+    const items = await users.list()
+    record(req, 'users.list', 'allowed', undefined, { count: items.length })
+    return { items }
+  })
 
   app.post<{ Body: { username: string; password: string; role: Role; name?: string; patientId?: string } }>('/api/v1/users', {
-    preHandler: signedIn('admin'),
+    onRequest: signedIn('admin'),
     schema: {
       tags: ['users'],
       summary: 'Add a user (admin); a patient user is linked to a patient record',
@@ -352,7 +365,7 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   // --- break-glass and audit -----------------------------------------------------------------
 
   app.post<{ Body: { patientId: string; reason: string; minutes?: number } }>('/api/v1/break-glass', {
-    preHandler: signedIn('admin'),
+    onRequest: signedIn('admin'),
     schema: {
       tags: ['access'],
       summary: 'Emergency access to one patient\'s clinical record (admin): needs a reason, expires on its own, is audited',
@@ -366,13 +379,20 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
       response: { 201: { type: 'object', properties: { id: { type: 'string' }, patientId: { type: 'string' }, expiresAt: { type: 'string' } } }, ...errorResponses },
     },
   }, async (req, reply) => {
-    const grant = await access.breakGlass(req.principal!, req.body.patientId, req.body.reason, req.body.minutes ?? 30)
+    let grant: Awaited<ReturnType<AccessPolicy['breakGlass']>>
+    try {
+      grant = await access.breakGlass(req.principal!, req.body.patientId, req.body.reason, req.body.minutes ?? 30)
+    } catch (err) {
+      // A refused emergency-access request is as much a part of the record as a granted one.
+      record(req, 'breakglass.grant', 'denied', req.body.patientId, { code: isRpmError(err) ? err.code : 'RPM_ERR_INTERNAL', reason: req.body.reason })
+      throw err
+    }
     record(req, 'breakglass.grant', 'allowed', req.body.patientId, { grantId: grant.id, reason: req.body.reason, expiresAt: grant.expiresAt })
     return reply.status(201).send(grant)
   })
 
   app.get<{ Querystring: { limit?: number; before?: number; actorId?: string; target?: string } }>('/api/v1/audit', {
-    preHandler: signedIn('admin'),
+    onRequest: signedIn('admin'),
     schema: {
       tags: ['audit'],
       summary: 'The audit trail, newest first (admin)',

@@ -10,6 +10,8 @@ import type { Metrics } from '../metrics.ts'
 import type { DeviceBroker } from '../broker/broker.ts'
 import type { TlsMaterial } from '../broker/pki.ts'
 import { type ApiDeps, apiRoutes } from './api.ts'
+import { buildRequestValidator } from './validation.ts'
+import { type ThreadRouteDeps, threadRoutes } from './threads-routes.ts'
 
 export interface HttpDeps {
   config: GatewayConfig['http']
@@ -19,6 +21,7 @@ export interface HttpDeps {
   log: Logger
   tls: TlsMaterial
   api: ApiDeps
+  threads: ThreadRouteDeps
   /** Checks behind /readyz; each returns true when its part is ready. */
   readiness: Record<string, () => boolean>
 }
@@ -36,8 +39,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     logController: new LogController({ disableRequestLogging: true }),
     trustProxy: false,
     bodyLimit: 64 * 1024,
-    // Unknown fields are refused, not silently dropped; query strings are coerced to their types.
-    ajv: { customOptions: { removeAdditional: false, coerceTypes: true, useDefaults: true, allErrors: false } },
+    // Unknown fields are refused, not silently dropped; query strings are coerced to their types,
+    // JSON bodies are not.
+    schemaController: { compilersFactory: { buildValidator: buildRequestValidator as never } },
     ...(secure ? { https: { key: deps.tls.key, cert: deps.tls.cert } } : {}),
   }) as unknown as FastifyInstance
 
@@ -64,6 +68,14 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     deps.log.error({ err: err.message }, 'request failed')
     return reply.status(500).send(new RpmError('RPM_ERR_INTERNAL').toJSON())
   })
+  // An empty body sent as application/json (fetch with a default content type, on a route that
+  // takes no body) is no body, not a parse error; a route that needs a body still says so.
+  const parseJson = app.getDefaultJsonParser('error', 'error')
+  app.removeContentTypeParser('application/json')
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (body === '') return done(null, undefined)
+    return parseJson(req, body as string, done)
+  })
   app.setNotFoundHandler((_req, reply) => {
     reply.status(404).send(new RpmError('RPM_ERR_NOT_FOUND', 'no such route').toJSON())
   })
@@ -85,6 +97,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
   await app.register(async (api) => apiRoutes(api, deps.api))
+  await app.register(async (api) => threadRoutes(api, deps.threads))
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }))
 

@@ -75,18 +75,18 @@ export class Auth {
     // The same scrypt work whether or not the user exists: usernames cannot be probed by timing.
     const matches = await verifySecret(password, row?.password_hash ?? (await this.#decoy))
     if (!row || !matches || row.status !== 'active') {
-      if (row) {
-        const failures = row.failed_logins + 1
-        const lock = failures >= this.config.maxFailedLogins
-        await this.db
-          .updateTable('users')
-          .set({ failed_logins: lock ? 0 : failures, locked_until: lock ? iso(now + this.config.lockoutSeconds * 1000) : row.locked_until })
-          .where('id', '=', row.id)
-          .execute()
-      }
+      if (row) await this.#failed(row.id, now)
       throw denied('RPM_ERR_BAD_CREDENTIALS')
     }
-    await this.db.updateTable('users').set({ failed_logins: 0, locked_until: null }).where('id', '=', row.id).execute()
+    // Guesses sent in parallel all pass the check above before any of them fails: the lock they
+    // set while this one was hashing still holds, so clear the count only on an unlocked account.
+    const cleared = await this.db
+      .updateTable('users')
+      .set({ failed_logins: 0, locked_until: null })
+      .where('id', '=', row.id)
+      .where((eb) => eb.or([eb('locked_until', 'is', null), eb('locked_until', '<=', iso(now))]))
+      .executeTakeFirst()
+    if (Number(cleared.numUpdatedRows) !== 1) throw denied('RPM_ERR_ACCOUNT_LOCKED')
     const sessionId = `ses-${randomBytes(12).toString('hex')}`
     await this.db
       .insertInto('sessions')
@@ -104,6 +104,26 @@ export class Auth {
     this.audit.record({ actorType: 'user', actorId: row.id, action: 'auth.login', outcome: 'allowed', address, details: { sessionId } })
     const user = toUser(row)
     return { ...(await this.#issue(user, sessionId)), user }
+  }
+
+  /**
+   * Counts a failed sign-in and locks the account at auth.maxFailedLogins. The count is
+   * incremented in the database, not from the row read before hashing: parallel guesses would
+   * otherwise each write the same count and never reach the limit.
+   */
+  async #failed(userId: string, now: number): Promise<void> {
+    const counted = await this.db
+      .updateTable('users')
+      .set((eb) => ({ failed_logins: eb('failed_logins', '+', 1) }))
+      .where('id', '=', userId)
+      .returning('failed_logins')
+      .executeTakeFirst()
+    if (!counted || counted.failed_logins < this.config.maxFailedLogins) return
+    await this.db
+      .updateTable('users')
+      .set({ failed_logins: 0, locked_until: iso(now + this.config.lockoutSeconds * 1000) })
+      .where('id', '=', userId)
+      .execute()
   }
 
   async refresh(refreshToken: string, address: string): Promise<TokenPair> {
@@ -128,7 +148,10 @@ export class Auth {
       throw new RpmError('RPM_ERR_SESSION_ENDED', `the session has ended (${ended}): sign in again`)
     }
     const user = await this.db.selectFrom('users').selectAll().where('id', '=', session.user_id).executeTakeFirstOrThrow()
-    if (user.status !== 'active') throw new RpmError('RPM_ERR_SESSION_ENDED', 'the account is disabled')
+    if (user.status !== 'active') {
+      this.audit.record({ actorType: 'user', actorId: user.id, action: 'auth.refresh', outcome: 'denied', address, details: { code: 'RPM_ERR_SESSION_ENDED', reason: 'account disabled' } })
+      throw new RpmError('RPM_ERR_SESSION_ENDED', 'the account is disabled')
+    }
     await this.db.updateTable('sessions').set({ last_active_at: iso(now) }).where('id', '=', session.id).execute()
     this.audit.record({ actorType: 'user', actorId: user.id, action: 'auth.refresh', outcome: 'allowed', address, details: { sessionId: session.id } })
     return this.#issue(toUser(user), session.id)

@@ -46,7 +46,8 @@ export async function listReadings(db: Kysely<Database>, q: ReadingQuery): Promi
   if (q.until) query = query.where('measured_at', '<', isoOrThrow(q.until, 'until'))
   if (q.cursor) {
     const [at, id] = Buffer.from(q.cursor, 'base64url').toString('utf8').split('|')
-    if (!at || !id || !Number.isInteger(Number(id))) {
+    // Checked in full: a cursor that only looks right would page from the wrong place, silently.
+    if (!at || !id || Number.isNaN(Date.parse(at)) || !/^\d{1,15}$/.test(id)) {
       throw new RpmError('RPM_ERR_BAD_REQUEST', 'cursor is not one this server issued', { details: { field: 'cursor' } })
     }
     query = query.where((eb) => eb.or([eb('measured_at', '<', at), eb.and([eb('measured_at', '=', at), eb('id', '<', Number(id))])]))
