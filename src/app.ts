@@ -17,6 +17,8 @@ import { createMetrics, type Metrics } from './metrics.ts'
 import { Registry } from './registry/registry.ts'
 import { startCheckpointer } from './store/checkpointer.ts'
 import { openStore, type Store } from './store/db.ts'
+import { startThreadBridge } from './threads/bridge.ts'
+import { Threads } from './threads/threads.ts'
 
 export interface GatewayDeps {
   clock?: Clock
@@ -41,6 +43,7 @@ export interface Gateway {
   readonly users: Users
   readonly metrics: Metrics
   readonly audit: AuditLog
+  readonly threads: Threads
   readonly broker: DeviceBroker
   readonly http: FastifyInstance
   start(): Promise<GatewayUrls>
@@ -81,6 +84,8 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
   const users = new Users(store.db, clock)
   const auth = new Auth(store.db, config.auth, loadTokenKey(config.auth, config.dataDir), audit, clock)
   const access = new AccessPolicy(store.db, config.auth, clock)
+  const threads = new Threads(store, bus, clock)
+  const stopThreadBridge = startThreadBridge({ threads, bus, config: config.threads, audit, log: log.child({ module: 'threads' }) })
   const ingest = new Ingest(config.ingest, store, bus, clock, metrics, log.child({ module: 'ingest' }))
   const broker = await DeviceBroker.create({
     config: config.mqtt,
@@ -102,6 +107,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     log: log.child({ module: 'http' }),
     tls: material,
     api: { store, auth, access, users, registry, audit, clock },
+    threads: { threads, store, auth, access, audit, clock },
     readiness: {
       database: () => store.sqlite.open,
       journal: () => ingest.healthy,
@@ -133,6 +139,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     users,
     metrics,
     audit,
+    threads,
     broker,
     http,
     urls,
@@ -155,6 +162,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
       ingest.flush()
       await broker.close()
       ingest.close()
+      stopThreadBridge()
       await http.close()
       await checkpointer.stop()
       await store.close()

@@ -49,6 +49,8 @@ export const ERRORS = {
   RPM_ERR_READING_UNIT: { status: 400, summary: 'Unsupported unit for this reading type', device: true },
   RPM_ERR_READING_IMPLAUSIBLE: { status: 422, summary: 'The value is outside physiological plausibility', device: true },
   RPM_ERR_READING_TIME: { status: 422, summary: 'measuredAt is too far in the future or too old', device: true },
+  // Answers to devices/{id}/events payloads the gateway cannot use.
+  RPM_ERR_EVENT_INVALID: { status: 400, summary: 'The event is not one this device may send, or a field is missing or wrong', device: true },
 } as const satisfies Record<string, ErrorDefinition>
 
 export type ErrorCode = keyof typeof ERRORS

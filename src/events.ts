@@ -1,5 +1,6 @@
 import { EventEmitter } from 'node:events'
 import type { AcceptedReading } from './ingest/types.ts'
+import type { Message } from './threads/types.ts'
 
 /** Every event on the bus, by name. Names are `noun.pastTense`. */
 export interface GatewayEvents {
@@ -9,6 +10,18 @@ export interface GatewayEvents {
   'reading.quarantined': [event: { deviceId: string; code: string; message: string; path?: string; seq?: number; index?: number }]
   'device.connected': [event: { deviceId: string; at: Date }]
   'device.disconnected': [event: { deviceId: string; at: Date }]
+  /** A device published on devices/{id}/events (before its PUBACK). The payload is unparsed. */
+  'device.event': [event: { deviceId: string; patientId: string; kind: string; payload: Buffer }]
+  /** Something a device sent could not be used: the broker answers on devices/{id}/errors. */
+  'device.error': [event: { deviceId: string; code: string; message: string; path?: string }]
+  /** A command for a device: the broker publishes it on devices/{id}/commands (QoS1). */
+  'device.command': [event: { deviceId: string; payload: string }]
+  /** A new message in a patient's thread (carries the text: never log the event as a whole). */
+  'message.posted': [event: { patientId: string; message: Message }]
+  /** A message was edited or left as a tombstone; `message` is its new state. */
+  'message.updated': [event: { patientId: string; change: 'edited' | 'deleted'; message: Message }]
+  /** A participant's read or delivered horizon in a thread moved forward. */
+  'receipt.updated': [event: { patientId: string; threadId: string; userId: string; readSeq: number; deliveredSeq: number }]
 }
 
 /** The typed event bus the domain modules talk through. One per gateway; no globals. */

@@ -113,6 +113,15 @@ export class DeviceBroker {
         deps.ingest.submit(identity, packet.payload as Buffer, callback)
         return
       }
+      if (packet.topic.endsWith('/events')) {
+        // Handled before the PUBACK: an acknowledged event has been acted on (or answered on
+        // the errors topic). A listener's failure must not close the device's connection.
+        try {
+          deps.bus.emit('device.event', { ...identity, payload: packet.payload as Buffer })
+        } catch (err) {
+          deps.log.error({ deviceId: identity.deviceId, err: (err as Error).message }, 'device event handling failed')
+        }
+      }
       callback(null)
     }
     aedes.authorizeSubscribe = (client, sub, callback) => {
@@ -139,6 +148,14 @@ export class DeviceBroker {
       if (e.path !== undefined) body.path = e.path
       if (e.index !== undefined) body.index = e.index
       this.publish(deviceTopic(e.deviceId, 'errors'), JSON.stringify(body), { qos: 1, retain: false })
+    })
+    deps.bus.on('device.error', (e) => {
+      const body: Record<string, unknown> = { code: e.code, message: e.message }
+      if (e.path !== undefined) body.path = e.path
+      this.publish(deviceTopic(e.deviceId, 'errors'), JSON.stringify(body), { qos: 1, retain: false })
+    })
+    deps.bus.on('device.command', (e) => {
+      this.publish(deviceTopic(e.deviceId, 'commands'), e.payload, { qos: 1, retain: false })
     })
   }
 

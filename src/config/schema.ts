@@ -1,3 +1,5 @@
+import type { DeviceKind } from '../store/schema.ts'
+
 export interface GatewayConfig {
   /** Where the database, keys and generated certificates live. */
   dataDir: string
@@ -51,6 +53,10 @@ export interface GatewayConfig {
     /** A commit starts at once when this many readings are waiting. */
     commitMaxReadings: number
   }
+  threads: {
+    /** Device kinds whose readings are posted to the patient's thread as structured messages. */
+    readingKinds: DeviceKind[]
+  }
 }
 
 const str = { type: 'string' } as const
@@ -59,7 +65,7 @@ const str = { type: 'string' } as const
 export const configSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['dataDir', 'log', 'http', 'mqtt', 'auth', 'ingest'],
+  required: ['dataDir', 'log', 'http', 'mqtt', 'auth', 'ingest', 'threads'],
   properties: {
     dataDir: { type: 'string', minLength: 1, default: './data' },
     log: {
@@ -141,6 +147,21 @@ export const configSchema = {
         maxAgeDays: { type: 'integer', minimum: 1, default: 365 },
         commitIntervalMs: { type: 'integer', minimum: 0, maximum: 1000, default: 2 },
         commitMaxReadings: { type: 'integer', minimum: 1, default: 2000 },
+      },
+    },
+    threads: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['readingKinds'],
+      default: {},
+      properties: {
+        // Spot-check devices: one measurement at a time, worth a line in the conversation.
+        readingKinds: {
+          type: 'array',
+          uniqueItems: true,
+          items: { type: 'string', enum: ['bp_cuff', 'glucometer', 'oximeter', 'scale', 'thermometer', 'hub'] },
+          default: ['bp_cuff', 'glucometer', 'oximeter', 'scale', 'thermometer'],
+        },
       },
     },
   },

@@ -144,6 +144,75 @@ migrations['0002-identity'] = {
   },
 }
 
+migrations['0003-threads'] = {
+  async up(db: Kysely<any>) {
+    // One thread per patient with their care team. last_seq numbers messages; last_revision
+    // numbers every change (post, edit, tombstone) so a client can resume edits too.
+    await db.schema
+      .createTable('threads')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('patient_id', 'text', (c) => c.notNull().unique().references('patients.id'))
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('last_seq', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('last_revision', 'integer', (c) => c.notNull().defaultTo(0))
+      .execute()
+
+    await db.schema
+      .createTable('messages')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('thread_id', 'text', (c) => c.notNull().references('threads.id'))
+      .addColumn('seq', 'integer', (c) => c.notNull())
+      .addColumn('revision', 'integer', (c) => c.notNull())
+      .addColumn('kind', 'text', (c) => c.notNull())
+      .addColumn('sender_role', 'text', (c) => c.notNull())
+      .addColumn('sender_user_id', 'text')
+      .addColumn('sender_device_id', 'text')
+      // Who the client message id belongs to: a user id, or 'device:' + a device id.
+      .addColumn('sender_key', 'text', (c) => c.notNull())
+      .addColumn('client_message_id', 'text')
+      .addColumn('text', 'text')
+      .addColumn('data_json', 'text')
+      .addColumn('reply_to', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('edited_at', 'text')
+      .addColumn('deleted_at', 'text')
+      .addUniqueConstraint('messages_thread_seq', ['thread_id', 'seq'])
+      .execute()
+    // A retried send finds its first attempt here (NULL client ids never collide).
+    await db.schema
+      .createIndex('messages_client_id')
+      .on('messages')
+      .columns(['thread_id', 'sender_key', 'client_message_id'])
+      .unique()
+      .execute()
+    await db.schema.createIndex('messages_thread_revision').on('messages').columns(['thread_id', 'revision']).execute()
+
+    // Earlier texts of edited messages; a message row holds only the current one.
+    await db.schema
+      .createTable('message_versions')
+      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+      .addColumn('message_id', 'text', (c) => c.notNull().references('messages.id'))
+      .addColumn('version', 'integer', (c) => c.notNull())
+      .addColumn('text', 'text', (c) => c.notNull())
+      .addColumn('written_at', 'text', (c) => c.notNull())
+      .addColumn('replaced_at', 'text', (c) => c.notNull())
+      .addColumn('replaced_by', 'text', (c) => c.notNull())
+      .addUniqueConstraint('message_versions_message_version', ['message_id', 'version'])
+      .execute()
+
+    // Read and delivered horizons, per participant per thread: only ever move forward.
+    await db.schema
+      .createTable('thread_receipts')
+      .addColumn('thread_id', 'text', (c) => c.notNull().references('threads.id'))
+      .addColumn('user_id', 'text', (c) => c.notNull().references('users.id'))
+      .addColumn('read_seq', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('delivered_seq', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addPrimaryKeyConstraint('thread_receipts_pk', ['thread_id', 'user_id'])
+      .execute()
+  },
+}
+
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {
     return migrations

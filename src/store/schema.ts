@@ -113,6 +113,61 @@ export interface BreakGlassTable {
   expires_at: string
 }
 
+export interface ThreadTable {
+  id: string
+  patient_id: string
+  created_at: string
+  /** The seq of the newest message; the next one gets last_seq + 1. */
+  last_seq: number
+  /** Counts every change in the thread (post, edit, tombstone). */
+  last_revision: number
+}
+
+export type MessageKind = 'text' | 'reading' | 'device_event'
+export type SenderRole = 'patient' | 'provider' | 'admin' | 'device'
+
+export interface MessageTable {
+  id: string
+  thread_id: string
+  seq: number
+  /** The thread's revision at this message's last change. */
+  revision: number
+  kind: MessageKind
+  sender_role: SenderRole
+  sender_user_id: string | null
+  sender_device_id: string | null
+  sender_key: string
+  client_message_id: string | null
+  /** Null for structured messages and tombstones. */
+  text: string | null
+  /** Structured content (readings, device events) as JSON. */
+  data_json: string | null
+  reply_to: string | null
+  created_at: string
+  edited_at: string | null
+  deleted_at: string | null
+}
+
+export interface MessageVersionTable {
+  id: Generated<number>
+  message_id: string
+  /** 1 for the text as first sent. */
+  version: number
+  text: string
+  written_at: string
+  replaced_at: string
+  /** 'edit' or 'delete'. */
+  replaced_by: string
+}
+
+export interface ThreadReceiptTable {
+  thread_id: string
+  user_id: string
+  read_seq: number
+  delivered_seq: number
+  updated_at: string
+}
+
 export interface Database {
   patients: PatientTable
   devices: DeviceTable
@@ -124,4 +179,8 @@ export interface Database {
   sessions: SessionTable
   refresh_tokens: RefreshTokenTable
   break_glass: BreakGlassTable
+  threads: ThreadTable
+  messages: MessageTable
+  message_versions: MessageVersionTable
+  thread_receipts: ThreadReceiptTable
 }

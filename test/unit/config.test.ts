@@ -36,6 +36,12 @@ describe('configuration', () => {
     expect(() => loadConfig({ env: { RPM_LOG_LEVEL: 'loud' } })).toThrow(/log\.level.*expected one of fatal, error/)
   })
 
+  it('posts readings of the spot-check device kinds to threads unless told otherwise', () => {
+    expect(loadConfig({ env: {} }).threads.readingKinds).toEqual(['bp_cuff', 'glucometer', 'oximeter', 'scale', 'thermometer'])
+    expect(loadConfig({ env: { RPM_THREADS_READING_KINDS: 'bp_cuff,scale' } }).threads.readingKinds).toEqual(['bp_cuff', 'scale'])
+    expect(() => loadConfig({ env: { RPM_THREADS_READING_KINDS: 'bp_cuff,toaster' } })).toThrow(/threads\.readingKinds\.1.*expected one of bp_cuff/)
+  })
+
   it('refuses an unknown key in the file', () => {
     const file = path.join(tempDir(), 'gateway.yaml')
     writeFileSync(file, 'mqtt:\n  prot: 1883\n')

@@ -1,0 +1,68 @@
+import type { FastifyRequest } from 'fastify'
+import type { AuditLog } from '../audit/audit.ts'
+import { RpmError } from '../errors.ts'
+import type { AccessBasis, AccessPolicy } from '../identity/access.ts'
+import type { Auth, Principal } from '../identity/auth.ts'
+import type { Role } from '../store/schema.ts'
+
+export interface GuardDeps {
+  auth: Auth
+  access: AccessPolicy
+  audit: AuditLog
+}
+
+export interface Guards {
+  /** Writes one audit entry for this request (reads, writes and refusals alike). */
+  record(req: FastifyRequest, action: string, outcome: 'allowed' | 'denied', target?: string, details?: Record<string, unknown>): void
+  /** onRequest hook: a valid access token on a live session (and one of `roles`), checked before the body is read. */
+  signedIn(...roles: Role[]): (req: FastifyRequest) => Promise<void>
+  /** The basis on which the caller may see this patient's clinical record, or a 404 (audited). */
+  clinical(req: FastifyRequest, patientId: string, action: string, refusal: { target: string; error: RpmError }): Promise<AccessBasis>
+}
+
+/** Route guards for a plugin: sign-in, role, clinical access, and the audit entry for each. */
+export function makeGuards(deps: GuardDeps): Guards {
+  const { auth, access, audit } = deps
+
+  const record: Guards['record'] = (req, action, outcome, target, details) => {
+    const p = req.principal
+    audit.record({
+      actorType: p ? 'user' : 'anonymous',
+      actorId: p?.userId ?? 'unknown',
+      action,
+      outcome,
+      address: req.ip,
+      ...(target ? { target } : {}),
+      ...(details ? { details } : {}),
+    })
+  }
+
+  const signedIn: Guards['signedIn'] = (...roles) => async (req) => {
+    const header = req.headers.authorization
+    const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined
+    let principal: Principal
+    try {
+      if (!token) throw new RpmError('RPM_ERR_UNAUTHENTICATED')
+      principal = await auth.authenticate(token)
+    } catch (err) {
+      record(req, `${req.method} ${req.routeOptions.url}`, 'denied', undefined, { code: (err as RpmError).code ?? 'RPM_ERR_UNAUTHENTICATED' })
+      throw err
+    }
+    req.principal = principal
+    if (roles.length > 0 && !roles.includes(principal.role)) {
+      record(req, `${req.method} ${req.routeOptions.url}`, 'denied', undefined, { code: 'RPM_ERR_FORBIDDEN' })
+      throw new RpmError('RPM_ERR_FORBIDDEN', `this needs the ${roles.join(' or ')} role`)
+    }
+  }
+
+  const clinical: Guards['clinical'] = async (req, patientId, action, refusal) => {
+    const basis = await access.clinical(req.principal!, patientId)
+    if (!basis) {
+      record(req, action, 'denied', refusal.target, { code: refusal.error.code })
+      throw refusal.error
+    }
+    return basis
+  }
+
+  return { record, signedIn, clinical }
+}
