@@ -85,8 +85,15 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
   const auth = new Auth(store.db, config.auth, loadTokenKey(config.auth, config.dataDir), audit, clock)
   const access = new AccessPolicy(store.db, config.auth, clock)
   const threads = new Threads(store, bus, clock)
-  const stopThreadBridge = startThreadBridge({ threads, bus, config: config.threads, audit, log: log.child({ module: 'threads' }) })
   const ingest = new Ingest(config.ingest, store, bus, clock, metrics, log.child({ module: 'ingest' }))
+  const stopThreadBridge = startThreadBridge({
+    threads,
+    bus,
+    config: config.threads,
+    audit,
+    log: log.child({ module: 'threads' }),
+    onJournalCommit: (hook) => ingest.addCommitHook(hook),
+  })
   const broker = await DeviceBroker.create({
     config: config.mqtt,
     tls: material,

@@ -57,6 +57,25 @@ export interface GatewayConfig {
     /** Device kinds whose readings are posted to the patient's thread as structured messages. */
     readingKinds: DeviceKind[]
   }
+  /** The live WebSocket at /api/v1/ws. */
+  websocket: {
+    /** Largest client frame; a larger one closes the socket (1009). */
+    maxMessageBytes: number
+    /** Client events per second per socket (token bucket; bursts up to twice this). */
+    messagesPerSecond: number
+    /** Outgoing bytes queued for one socket before it is closed as a slow consumer (1013). */
+    maxBufferedBytes: number
+    /** Protocol pings to each socket; one left unanswered until the next closes it. */
+    heartbeatSeconds: number
+    /** How often an open socket's session is checked again (revoked, idle, ended). */
+    sessionCheckSeconds: number
+    /** The first message must authenticate within this long. */
+    authTimeoutSeconds: number
+    /** Presence turns from online to away after this long without client activity. */
+    awaySeconds: number
+    /** Messages replayed per thread for one subscribe; the rest comes with the next subscribe. */
+    maxReplayMessages: number
+  }
 }
 
 const str = { type: 'string' } as const
@@ -65,7 +84,7 @@ const str = { type: 'string' } as const
 export const configSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['dataDir', 'log', 'http', 'mqtt', 'auth', 'ingest', 'threads'],
+  required: ['dataDir', 'log', 'http', 'mqtt', 'auth', 'ingest', 'threads', 'websocket'],
   properties: {
     dataDir: { type: 'string', minLength: 1, default: './data' },
     log: {
@@ -162,6 +181,23 @@ export const configSchema = {
           items: { type: 'string', enum: ['bp_cuff', 'glucometer', 'oximeter', 'scale', 'thermometer', 'hub'] },
           default: ['bp_cuff', 'glucometer', 'oximeter', 'scale', 'thermometer'],
         },
+      },
+    },
+    websocket: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['maxMessageBytes', 'messagesPerSecond', 'maxBufferedBytes', 'heartbeatSeconds', 'sessionCheckSeconds', 'authTimeoutSeconds', 'awaySeconds', 'maxReplayMessages'],
+      default: {},
+      properties: {
+        // A 4000-character message in UTF-8 with its JSON envelope fits in 16 KiB.
+        maxMessageBytes: { type: 'integer', minimum: 1024, maximum: 1048576, default: 16384 },
+        messagesPerSecond: { type: 'integer', minimum: 1, default: 20 },
+        maxBufferedBytes: { type: 'integer', minimum: 16384, default: 1048576 },
+        heartbeatSeconds: { type: 'integer', minimum: 1, maximum: 300, default: 25 },
+        sessionCheckSeconds: { type: 'integer', minimum: 1, maximum: 300, default: 30 },
+        authTimeoutSeconds: { type: 'integer', minimum: 1, maximum: 60, default: 10 },
+        awaySeconds: { type: 'integer', minimum: 10, default: 300 },
+        maxReplayMessages: { type: 'integer', minimum: 1, maximum: 5000, default: 500 },
       },
     },
   },

@@ -4,7 +4,7 @@ import type { AuditLog } from '../audit/audit.ts'
 import type { Clock } from '../clock.ts'
 import { RpmError, isRpmError } from '../errors.ts'
 import type { AccessBasis, AccessPolicy } from '../identity/access.ts'
-import type { Auth } from '../identity/auth.ts'
+import type { Auth, Principal } from '../identity/auth.ts'
 import type { Store } from '../store/db.ts'
 import type { Threads } from '../threads/threads.ts'
 import { MAX_TEXT_LENGTH, type Thread, type Viewer } from '../threads/types.ts'
@@ -93,6 +93,29 @@ const messageParams = {
 
 const textField = { type: 'string', minLength: 1, maxLength: MAX_TEXT_LENGTH } as const
 
+/** Patients whose thread `p` may see: self, care team, or live break-glass grants. */
+export async function visiblePatientIds(deps: { store: Store; access: AccessPolicy; clock: Clock }, p: Principal): Promise<string[]> {
+  const { store, access, clock } = deps
+  let candidates: string[]
+  if (p.role === 'admin') {
+    const grants = await store.db
+      .selectFrom('break_glass')
+      .select('patient_id')
+      .distinct()
+      .where('user_id', '=', p.userId)
+      .where('expires_at', '>', new Date(clock.now()).toISOString())
+      .execute()
+    candidates = grants.map((g) => g.patient_id)
+  } else {
+    const listable = await access.listable(p)
+    candidates = listable === 'all' ? [] : listable
+  }
+  // The access policy has the last word on each one.
+  const visible: string[] = []
+  for (const patientId of candidates) if (await access.clinical(p, patientId)) visible.push(patientId)
+  return visible
+}
+
 /** Threads and messages under /api/v1: one thread per patient with their care team. */
 export async function threadRoutes(app: FastifyInstance, deps: ThreadRouteDeps): Promise<void> {
   const { threads, access, store, clock } = deps
@@ -123,28 +146,7 @@ export async function threadRoutes(app: FastifyInstance, deps: ThreadRouteDeps):
     }
   }
 
-  /** Patients whose thread the caller may see: self, care team, or live break-glass grants. */
-  const visiblePatients = async (req: FastifyRequest): Promise<string[]> => {
-    const p = req.principal!
-    let candidates: string[]
-    if (p.role === 'admin') {
-      const grants = await store.db
-        .selectFrom('break_glass')
-        .select('patient_id')
-        .distinct()
-        .where('user_id', '=', p.userId)
-        .where('expires_at', '>', new Date(clock.now()).toISOString())
-        .execute()
-      candidates = grants.map((g) => g.patient_id)
-    } else {
-      const listable = await access.listable(p)
-      candidates = listable === 'all' ? [] : listable
-    }
-    // The access policy has the last word on each one.
-    const visible: string[] = []
-    for (const patientId of candidates) if (await access.clinical(p, patientId)) visible.push(patientId)
-    return visible
-  }
+  const visiblePatients = (req: FastifyRequest): Promise<string[]> => visiblePatientIds({ store, access, clock }, req.principal!)
 
   app.get('/api/v1/threads', {
     onRequest: signedIn(),

@@ -200,6 +200,23 @@ export class Auth {
     return { userId: row.id, username: row.username, role: row.role, patientId: row.patient_id, sessionId: row.sid, expiresAt: (claims.exp ?? 0) * 1000 }
   }
 
+  /**
+   * Why this session no longer lets its tokens work (revoked, expired, idle, account disabled),
+   * or null while it is live. Unlike `authenticate` it records no activity: a long-lived
+   * connection checking on its session must not keep it from going idle.
+   */
+  async sessionEnded(sessionId: string): Promise<string | null> {
+    const row = await this.db
+      .selectFrom('sessions')
+      .innerJoin('users', 'users.id', 'sessions.user_id')
+      .select(['sessions.last_active_at', 'sessions.expires_at', 'sessions.revoked_at', 'users.status'])
+      .where('sessions.id', '=', sessionId)
+      .executeTakeFirst()
+    if (!row) return 'unknown session'
+    if (row.status !== 'active') return 'account disabled'
+    return this.#ended(row, this.clock.now())
+  }
+
   #ended(session: { revoked_at: string | null; expires_at: string; last_active_at: string }, now: number): string | null {
     if (session.revoked_at) return 'signed out or revoked'
     if (Date.parse(session.expires_at) <= now) return 'expired'

@@ -40,11 +40,14 @@ export class Ingest {
   readonly #insertReading: Statement
   readonly #insertProblem: Statement
   readonly #touchDevice: Statement
-  readonly #commit: (batch: Pending[]) => { accepted: AcceptedReading[]; duplicates: number }
+  readonly #commit: (batch: Pending[]) => { accepted: AcceptedReading[]; duplicates: number; after: Array<() => void> }
+  readonly #savepoint: (hook: (a: AcceptedReading[]) => (() => void) | void, accepted: AcceptedReading[]) => (() => void) | void
   readonly #writeLastSeen: (entries: Array<[string, number]>) => void
   /** Last reading time per device, written every few seconds rather than in every commit. */
   #lastSeen = new Map<string, number>()
   readonly #lastSeenTimer: NodeJS.Timeout
+  /** Run inside each journal commit with the newly accepted readings; see addCommitHook. */
+  readonly #commitHooks: Array<(accepted: AcceptedReading[]) => (() => void) | void> = []
   #queue: Pending[] = []
   #queuedCount = 0
   #timer: NodeJS.Timeout | NodeJS.Immediate | undefined
@@ -94,8 +97,20 @@ export class Ingest {
           this.#insertProblem.run(deviceId, receivedAt, p.code, p.message, p.path ?? null, p.seq ?? null, p.index ?? null, p.raw)
         }
       }
-      return { accepted, duplicates }
+      const after: Array<() => void> = []
+      if (accepted.length > 0) {
+        for (const hook of this.#commitHooks) {
+          try {
+            const then = this.#savepoint(hook, accepted)
+            if (then) after.push(then)
+          } catch (err) {
+            this.log.error({ err: (err as Error).message, readings: accepted.length }, 'work derived from readings failed; the readings are stored')
+          }
+        }
+      }
+      return { accepted, duplicates, after }
     })
+    this.#savepoint = db.transaction((hook: (a: AcceptedReading[]) => (() => void) | void, accepted: AcceptedReading[]) => hook(accepted))
     this.#writeLastSeen = db.transaction((entries: Array<[string, number]>) => {
       for (const [deviceId, at] of entries) {
         const iso = new Date(at).toISOString()
@@ -115,6 +130,16 @@ export class Ingest {
     } catch (err) {
       this.log.warn({ err: (err as Error).message }, 'could not record device last-seen times')
     }
+  }
+
+  /**
+   * Adds work that must be stored in the same transaction as the readings it derives from (a
+   * thread message per reading, an outbox row). It runs in a savepoint: if it throws, its own
+   * writes are undone and logged, and the readings still commit. It may return a function to run
+   * after the commit (to announce what it stored).
+   */
+  addCommitHook(hook: (accepted: AcceptedReading[]) => (() => void) | void): void {
+    this.#commitHooks.push(hook)
   }
 
   /** False while the journal cannot commit (disk full, I/O error): nothing is being acknowledged. */
@@ -203,7 +228,7 @@ export class Ingest {
     this.#queuedCount = 0
 
     const t0 = process.hrtime.bigint()
-    let result: { accepted: AcceptedReading[]; duplicates: number }
+    let result: { accepted: AcceptedReading[]; duplicates: number; after: Array<() => void> }
     try {
       result = this.#commit(batch)
     } catch (cause) {
@@ -243,6 +268,13 @@ export class Ingest {
     for (const r of result.accepted) byType.set(r.type, (byType.get(r.type) ?? 0) + 1)
     for (const [type, n] of byType) this.metrics.readingsAccepted.inc({ type }, n)
     if (result.accepted.length > 0) this.bus.emit('reading.accepted', result.accepted)
+    for (const then of result.after) {
+      try {
+        then()
+      } catch (err) {
+        this.log.error({ err: (err as Error).message }, 'announcing work derived from readings failed')
+      }
+    }
   }
 
   /** Commits what is queued and refuses anything new. */

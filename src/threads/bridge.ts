@@ -47,10 +47,12 @@ export interface BridgeDeps {
   config: GatewayConfig['threads']
   audit: AuditLog
   log: Logger
+  /** Registers work that runs inside each journal commit (see Ingest.addCommitHook). */
+  onJournalCommit: (hook: (accepted: AcceptedReading[]) => (() => void) | void) => void
 }
 
 /**
- * Where threads meet the rest of the gateway, through the bus only:
+ * Where threads meet the rest of the gateway, through the bus (and one journal commit hook):
  * - accepted readings from spot-check devices become structured messages;
  * - device events become structured messages, and a hub's `message` event a patient message;
  * - text messages go out to the patient's hubs as commands.
@@ -63,24 +65,16 @@ export function startThreadBridge(deps: BridgeDeps): () => void {
   const validDeviceEvent = ajv.compile<{ type: string }>(deviceEventSchema)
   const readingKinds = new Set<string>(config.readingKinds)
 
-  // One transaction for the whole committed batch of readings.
-  const onReadings = (readings: readonly AcceptedReading[]) => {
-    const shown = readings.filter((r) => readingKinds.has(r.deviceKind))
+  // Thread messages for readings are written inside the journal's commit: stored with their
+  // readings or not at all, and announced after the commit.
+  deps.onJournalCommit((accepted) => {
+    const shown = accepted.filter((r) => readingKinds.has(r.deviceKind))
     if (shown.length === 0) return
-    try {
-      threads.postMany(
-        shown.map((r) => ({
-          threadId: threads.ensure(r.patientId).id,
-          sender: { type: 'device' as const, deviceId: r.deviceId, role: 'device' as const },
-          kind: 'reading' as const,
-          clientMessageId: `reading:${r.id}`,
-          data: { readingId: r.id, type: r.type, values: r.values, measuredAt: r.measuredAt, deviceId: r.deviceId },
-        })),
-      )
-    } catch (err) {
-      log.error({ readings: shown.length, err: (err as Error).message }, 'posting readings to threads failed')
+    const posted = threads.appendReadings(shown)
+    return () => {
+      for (const p of posted) bus.emit('message.posted', p)
     }
-  }
+  })
 
   const refuse = (deviceId: string, code: string, problem: { message: string; path?: string }) => {
     bus.emit('device.error', { deviceId, code, ...problem })
@@ -144,11 +138,9 @@ export function startThreadBridge(deps: BridgeDeps): () => void {
     }
   }
 
-  bus.on('reading.accepted', onReadings)
   bus.on('device.event', onDeviceEvent)
   bus.on('message.posted', onPosted)
   return () => {
-    bus.off('reading.accepted', onReadings)
     bus.off('device.event', onDeviceEvent)
     bus.off('message.posted', onPosted)
   }

@@ -1,3 +1,4 @@
+import type { AcceptedReading } from '../ingest/types.ts'
 import { randomBytes } from 'node:crypto'
 import type { Statement } from 'better-sqlite3'
 import type { Clock } from '../clock.ts'
@@ -60,6 +61,8 @@ const notFound = (threadId: string) => new RpmError('RPM_ERR_NOT_FOUND', `no thr
  * message_versions, a delete leaves a tombstone that keeps its seq.
  */
 export class Threads {
+  /** Thread id per patient: a thread never changes patient. */
+  readonly #threadIds = new Map<string, string>()
   readonly #store: Store
   readonly #bus: EventBus
   readonly #clock: Clock
@@ -163,12 +166,38 @@ export class Threads {
     })
   }
 
+  /**
+   * Inside the journal's own commit (the caller's transaction): one structured message per
+   * accepted reading, so a reading and its thread message are stored together or not at all.
+   * Returns what to announce once the commit is done.
+   */
+  appendReadings(readings: readonly AcceptedReading[]): Array<{ patientId: string; message: Message }> {
+    const posted: Array<{ patientId: string; message: Message }> = []
+    for (const r of readings) {
+      let threadId = this.#threadIds.get(r.patientId)
+      if (threadId === undefined) {
+        threadId = this.ensure(r.patientId).id
+        this.#threadIds.set(r.patientId, threadId)
+      }
+      const { row } = this.#insert({ id: threadId } as Thread, {
+        threadId,
+        sender: { type: 'device', deviceId: r.deviceId, role: 'device' },
+        kind: 'reading',
+        clientMessageId: `reading:${r.id}`,
+        data: { readingId: r.id, type: r.type, values: r.values, measuredAt: r.measuredAt, deviceId: r.deviceId },
+      }, { fresh: true })
+      posted.push({ patientId: r.patientId, message: toMessage(row) })
+    }
+    return posted
+  }
+
   /** Inside a write transaction: the retry check, the next seq, the insert. */
-  #insert(thread: Thread, input: PostInput): { row: MessageTable; created: boolean } {
+  #insert(thread: Thread, input: PostInput, opts: { fresh?: boolean } = {}): { row: MessageTable; created: boolean } {
     const key = senderKey(input.sender)
     const now = this.#now()
     const write = (): { row: MessageTable; created: boolean } => {
-      if (input.clientMessageId !== undefined) {
+      // `fresh`: the clientMessageId is known to be new (a reading just journalled).
+      if (input.clientMessageId !== undefined && !opts.fresh) {
         const first = this.#q.byClientId!.get(thread.id, key, input.clientMessageId) as MessageTable | undefined
         if (first) return { row: first, created: false }
       }

@@ -200,6 +200,9 @@ describe('readings and devices in the thread', () => {
     const measuredAt = new Date(Date.now() - 60_000).toISOString().replace(/\.\d+Z$/, '.000Z')
     await glucometer.publishAsync(`devices/${meter.deviceId}/readings`, JSON.stringify(build.glucose(110, 'mg/dL', { seq: 1 })), { qos: 1 })
     await cuff.publishAsync(`devices/${dev.deviceId}/readings`, JSON.stringify(build.bloodPressure(152, 95, 78, { seq: 7, measuredAt })), { qos: 1 })
+    // Committed with the reading itself: present as soon as the PUBACK is.
+    const inThread = t.gateway.store.sqlite.prepare("SELECT COUNT(*) AS n FROM messages WHERE thread_id = ? AND kind = 'reading'").get(threadId) as { n: number }
+    expect(inThread.n).toBe(1)
 
     const page = await waitFor(async () => {
       const p = await history(t, provider, threadId)
