@@ -115,6 +115,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     tls: material,
     api: { store, auth, access, users, registry, audit, clock },
     threads: { threads, store, auth, access, audit, clock },
+    live: { config: config.websocket, threads, store, auth, access, audit, clock, bus, metrics, log: log.child({ module: 'ws' }) },
     readiness: {
       database: () => store.sqlite.open,
       journal: () => ingest.healthy,

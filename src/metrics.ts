@@ -19,6 +19,13 @@ export function createMetrics() {
       labelNames: ['action'] as const,
       registers: [registry],
     }),
+    wsConnections: new Gauge({ name: 'rpm_ws_connections', help: 'Open WebSockets at /api/v1/ws (signed in or not yet)', registers: [registry] }),
+    wsClosed: new Counter({
+      name: 'rpm_ws_closed_total',
+      help: 'WebSockets at /api/v1/ws closed by the gateway, by reason',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
     packetsTooLarge: new Counter({ name: 'rpm_mqtt_packets_too_large_total', help: 'Connections closed for an oversized packet', registers: [registry] }),
     readingsAccepted: new Counter({
       name: 'rpm_readings_accepted_total',

@@ -192,7 +192,7 @@ export const configSchema = {
         // A 4000-character message in UTF-8 with its JSON envelope fits in 16 KiB.
         maxMessageBytes: { type: 'integer', minimum: 1024, maximum: 1048576, default: 16384 },
         messagesPerSecond: { type: 'integer', minimum: 1, default: 20 },
-        maxBufferedBytes: { type: 'integer', minimum: 16384, default: 1048576 },
+        maxBufferedBytes: { type: 'integer', minimum: 65536, default: 1048576 },
         heartbeatSeconds: { type: 'integer', minimum: 1, maximum: 300, default: 25 },
         sessionCheckSeconds: { type: 'integer', minimum: 1, maximum: 300, default: 30 },
         authTimeoutSeconds: { type: 'integer', minimum: 1, maximum: 60, default: 10 },

@@ -12,6 +12,7 @@ import type { TlsMaterial } from '../broker/pki.ts'
 import { type ApiDeps, apiRoutes } from './api.ts'
 import { buildRequestValidator } from './validation.ts'
 import { type ThreadRouteDeps, threadRoutes } from './threads-routes.ts'
+import { WS_PATH, type WebSocketDeps, liveSocketRoutes, selectLiveProtocol } from './ws.ts'
 
 export interface HttpDeps {
   config: GatewayConfig['http']
@@ -22,6 +23,8 @@ export interface HttpDeps {
   tls: TlsMaterial
   api: ApiDeps
   threads: ThreadRouteDeps
+  /** The live WebSocket at /api/v1/ws. */
+  live: WebSocketDeps
   /** Checks behind /readyz; each returns true when its part is ready. */
   readiness: Record<string, () => boolean>
 }
@@ -84,7 +87,10 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     options: {
       // A WebSocket frame can hold at most one full MQTT packet plus framing.
       maxPayload: deps.maxPacketBytes + 16,
-      handleProtocols: (protocols: Set<string>) => (protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false),
+      handleProtocols: (protocols: Set<string>, req: { url?: string }) => {
+        if (req.url?.split('?')[0] === WS_PATH) return selectLiveProtocol(protocols)
+        return protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false
+      },
     },
   })
 
@@ -98,6 +104,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   await app.register(swaggerUi, { routePrefix: '/docs' })
   await app.register(async (api) => apiRoutes(api, deps.api))
   await app.register(async (api) => threadRoutes(api, deps.threads))
+  liveSocketRoutes(app, deps.live)
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }))
 

@@ -1,5 +1,5 @@
 import type { AcceptedReading } from '../ingest/types.ts'
-import { randomBytes } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import type { Statement } from 'better-sqlite3'
 import type { Clock } from '../clock.ts'
 import { RpmError } from '../errors.ts'
@@ -79,6 +79,7 @@ export class Threads {
       insertThread: p('INSERT INTO threads (id, patient_id, created_at, last_seq, last_revision) VALUES (?, ?, ?, 0, 0) ON CONFLICT (patient_id) DO NOTHING'),
       patientExists: p('SELECT id FROM patients WHERE id = ?'),
       bumpSeq: p('UPDATE threads SET last_seq = last_seq + 1, last_revision = last_revision + 1 WHERE id = ? RETURNING last_seq, last_revision'),
+      bumpSeqBy: p('UPDATE threads SET last_seq = last_seq + ?, last_revision = last_revision + ? WHERE id = ? RETURNING last_seq, last_revision'),
       bumpRevision: p('UPDATE threads SET last_revision = last_revision + 1 WHERE id = ? RETURNING last_revision'),
       byClientId: p('SELECT * FROM messages WHERE thread_id = ? AND sender_key = ? AND client_message_id = ?'),
       byId: p('SELECT * FROM messages WHERE thread_id = ? AND id = ?'),
@@ -96,6 +97,7 @@ export class Threads {
       edit: p('UPDATE messages SET text = ?, edited_at = ?, revision = ? WHERE id = ?'),
       tombstone: p('UPDATE messages SET text = NULL, data_json = NULL, deleted_at = ?, revision = ? WHERE id = ?'),
       receipt: p('SELECT * FROM thread_receipts WHERE thread_id = ? AND user_id = ?'),
+      receipts: p('SELECT * FROM thread_receipts WHERE thread_id = ? ORDER BY user_id'),
       upsertReceipt: p(`INSERT INTO thread_receipts (thread_id, user_id, read_seq, delivered_seq, updated_at) VALUES (?, ?, ?, ?, ?)
         ON CONFLICT (thread_id, user_id) DO UPDATE SET read_seq = excluded.read_seq, delivered_seq = excluded.delivered_seq, updated_at = excluded.updated_at`),
       // A patient owns every patient-role message in their thread (sent from the app or a hub).
@@ -172,32 +174,55 @@ export class Threads {
    * Returns what to announce once the commit is done.
    */
   appendReadings(readings: readonly AcceptedReading[]): Array<{ patientId: string; message: Message }> {
-    const posted: Array<{ patientId: string; message: Message }> = []
+    // One sequence bump per thread for the whole batch.
+    const byPatient = new Map<string, AcceptedReading[]>()
     for (const r of readings) {
-      let threadId = this.#threadIds.get(r.patientId)
+      const list = byPatient.get(r.patientId)
+      if (list) list.push(r)
+      else byPatient.set(r.patientId, [r])
+    }
+    const now = this.#now()
+    const posted: Array<{ patientId: string; message: Message }> = []
+    for (const [patientId, list] of byPatient) {
+      let threadId = this.#threadIds.get(patientId)
       if (threadId === undefined) {
-        threadId = this.ensure(r.patientId).id
-        this.#threadIds.set(r.patientId, threadId)
+        threadId = this.ensure(patientId).id
+        this.#threadIds.set(patientId, threadId)
       }
-      const { row } = this.#insert({ id: threadId } as Thread, {
-        threadId,
-        sender: { type: 'device', deviceId: r.deviceId, role: 'device' },
-        kind: 'reading',
-        clientMessageId: `reading:${r.id}`,
-        data: { readingId: r.id, type: r.type, values: r.values, measuredAt: r.measuredAt, deviceId: r.deviceId },
-      }, { fresh: true })
-      posted.push({ patientId: r.patientId, message: toMessage(row) })
+      const last = this.#q.bumpSeqBy!.get(list.length, list.length, threadId) as { last_seq: number; last_revision: number }
+      list.forEach((r, i) => {
+        const offset = list.length - 1 - i
+        const row: MessageTable = {
+          id: `msg-${randomUUID()}`,
+          thread_id: threadId,
+          seq: last.last_seq - offset,
+          revision: last.last_revision - offset,
+          kind: 'reading',
+          sender_role: 'device',
+          sender_user_id: null,
+          sender_device_id: r.deviceId,
+          sender_key: `device:${r.deviceId}`,
+          client_message_id: `reading:${r.id}`,
+          text: null,
+          data_json: JSON.stringify({ readingId: r.id, type: r.type, values: r.values, measuredAt: r.measuredAt, deviceId: r.deviceId }),
+          reply_to: null,
+          created_at: now,
+          edited_at: null,
+          deleted_at: null,
+        }
+        this.#q.insertMessage!.run(row)
+        posted.push({ patientId, message: toMessage(row) })
+      })
     }
     return posted
   }
 
   /** Inside a write transaction: the retry check, the next seq, the insert. */
-  #insert(thread: Thread, input: PostInput, opts: { fresh?: boolean } = {}): { row: MessageTable; created: boolean } {
+  #insert(thread: Thread, input: PostInput): { row: MessageTable; created: boolean } {
     const key = senderKey(input.sender)
     const now = this.#now()
     const write = (): { row: MessageTable; created: boolean } => {
-      // `fresh`: the clientMessageId is known to be new (a reading just journalled).
-      if (input.clientMessageId !== undefined && !opts.fresh) {
+      if (input.clientMessageId !== undefined) {
         const first = this.#q.byClientId!.get(thread.id, key, input.clientMessageId) as MessageTable | undefined
         if (first) return { row: first, created: false }
       }
@@ -206,7 +231,8 @@ export class Threads {
       }
       const next = this.#q.bumpSeq!.get(thread.id) as { last_seq: number; last_revision: number }
       const row: MessageTable = {
-        id: `msg-${randomBytes(8).toString('hex')}`,
+        // randomUUID draws from a cached entropy pool: far cheaper per message than randomBytes.
+        id: `msg-${randomUUID()}`,
         thread_id: thread.id,
         seq: next.last_seq,
         revision: next.last_revision,
@@ -320,6 +346,11 @@ export class Threads {
     const readSeq = row?.read_seq ?? 0
     const unread = (this.#q.unread!.get(thread.id, readSeq, viewer.userId, viewer.role) as { n: number }).n
     return { threadId: thread.id, readSeq, deliveredSeq: row?.delivered_seq ?? 0, unread }
+  }
+
+  /** Every participant's horizons in a thread (those who have read or received anything). */
+  receipts(threadId: string): Array<{ userId: string; readSeq: number; deliveredSeq: number }> {
+    return (this.#q.receipts!.all(threadId) as ThreadReceiptTable[]).map((r) => ({ userId: r.user_id, readSeq: r.read_seq, deliveredSeq: r.delivered_seq }))
   }
 
   /**

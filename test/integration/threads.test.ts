@@ -222,6 +222,21 @@ describe('readings and devices in the thread', () => {
     expect(stored.n).toBe(2)
   })
 
+  it('a batch of readings becomes consecutive messages in the batch\'s order, after what the thread already held', async () => {
+    const { t, dev, provider, patient, threadId } = await clinic()
+    await send(t, patient, threadId, 'before', 'Taking my readings now')
+    const cuff = await connect(t, dev)
+    const at = (m: number) => new Date(Date.now() - m * 60_000).toISOString()
+    await cuff.publishAsync(
+      `devices/${dev.deviceId}/readings`,
+      JSON.stringify([1, 2, 3].map((seq) => build.bloodPressure(120 + seq, 80, 70, { seq, measuredAt: at(10 - seq) }))),
+      { qos: 1 },
+    )
+    const page = await history(t, provider, threadId)
+    expect(page.items.map((m: { seq: number; kind: string }) => [m.seq, m.kind])).toEqual([[1, 'text'], [2, 'reading'], [3, 'reading'], [4, 'reading']])
+    expect(page.items.slice(1).map((m: { data: { values: { systolicMmHg: number } } }) => m.data.values.systolicMmHg)).toEqual([121, 122, 123])
+  })
+
   it('a hub\'s message event becomes a patient message; a bad one is answered on its errors topic', async () => {
     const { t, dev, provider, threadId } = await clinic()
     const hubDevice = await addDevice(t, dev.patientId, 'hub')

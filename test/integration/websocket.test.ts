@@ -1,0 +1,346 @@
+import type { MqttClient } from 'mqtt'
+import { afterEach, describe, expect, it } from 'vitest'
+import WebSocket from 'ws'
+import { build } from '../../device-simulator/readings.ts'
+import { api, auditOf, connectDevice, login, provision, startGateway, TestClock, waitFor, type TestGateway } from '../helpers.ts'
+
+let t: TestGateway | undefined
+let sockets: WebSocket[] = []
+let devices: MqttClient[] = []
+
+afterEach(async () => {
+  for (const ws of sockets) ws.terminate()
+  sockets = []
+  await Promise.all(devices.map((c) => c.endAsync(true)))
+  devices = []
+  await t?.stop()
+  t = undefined
+})
+
+const PASSWORD = 'correct horse battery'
+
+interface Caller {
+  token: string
+  userId: string
+}
+
+/** A live socket that keeps every server event it received, in order. */
+class Live {
+  readonly events: any[] = []
+  readonly closed: Promise<{ code: number; reason: string }>
+
+  constructor(readonly ws: WebSocket) {
+    sockets.push(ws)
+    ws.on('message', (data) => this.events.push(JSON.parse(data.toString())))
+    ws.on('error', () => {})
+    this.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })))
+  }
+
+  send(event: Record<string, unknown>): void {
+    this.ws.send(JSON.stringify(event))
+  }
+
+  of(type: string, match: Record<string, unknown> = {}): any[] {
+    return this.events.filter((e) => e.type === type && Object.entries(match).every(([k, v]) => e[k] === v))
+  }
+
+  /** The first event of this type (and fields) received from index `from` on. */
+  async next(type: string, match: Record<string, unknown> = {}, from = 0, ms = 5000): Promise<any> {
+    return waitFor(() => this.events.slice(from).find((e) => e.type === type && Object.entries(match).every(([k, v]) => e[k] === v)), ms, `${type} event`)
+  }
+
+  /** A ping/pong round trip: everything the server queued before it has arrived. */
+  async settle(): Promise<void> {
+    const ref = `p${Math.random()}`
+    this.send({ type: 'ping', ref })
+    await this.next('pong', { ref })
+  }
+
+  /** Subscribes from `after`, subscribing again while the replay is cut short, until live. */
+  async subscribe(threadId: string, after = 0): Promise<void> {
+    for (let i = 0; i < 100; i++) {
+      const ref = `s${i}-${Math.random()}`
+      this.send({ type: 'subscribe', threads: [{ threadId, after }], ref })
+      const done = await this.next('subscribed', { ref }, 0, 10_000)
+      if (done.live) return
+      after = done.replayedTo
+    }
+    throw new Error('subscription never went live')
+  }
+
+  seqs(threadId: string): number[] {
+    return this.of('message', { threadId }).map((e) => e.message.seq)
+  }
+}
+
+const wsUrl = (t: TestGateway) => `${t.urls.http.replace(/^http/, 'ws')}/api/v1/ws`
+
+function open(t: TestGateway, protocols?: string[]): Promise<Live> {
+  const ws = new WebSocket(wsUrl(t), protocols)
+  const live = new Live(ws)
+  return new Promise((resolve, reject) => {
+    ws.once('open', () => resolve(live))
+    ws.once('error', reject)
+  })
+}
+
+/** Opens a socket and signs in with the first message; resolves once `ready` arrived. */
+async function connect(t: TestGateway, who: Caller): Promise<Live> {
+  const live = await open(t)
+  live.send({ type: 'auth', token: who.token })
+  await live.next('ready')
+  return live
+}
+
+async function signIn(t: TestGateway, username: string): Promise<Caller> {
+  const s = await login(t, username, PASSWORD)
+  return { token: s.accessToken, userId: s.user.id }
+}
+
+async function clinic(settings: Record<string, unknown> = {}, clock?: TestClock) {
+  t = await startGateway(settings, undefined, clock ? { clock } : {})
+  const g = t.gateway
+  const dev = await provision(g, 'bp_cuff')
+  await g.users.add({ username: 'pat', password: PASSWORD, role: 'patient', patientId: dev.patientId })
+  await g.users.add({ username: 'nurse', password: PASSWORD, role: 'provider', name: 'Nurse' })
+  await g.users.add({ username: 'other-nurse', password: PASSWORD, role: 'provider', name: 'Other' })
+  await g.users.addToCareTeam(dev.patientId, 'nurse')
+  const [patient, provider, stranger] = await Promise.all([signIn(t, 'pat'), signIn(t, 'nurse'), signIn(t, 'other-nurse')])
+  const threadId = g.threads.ensure(dev.patientId).id
+  return { t, dev, patient, provider, stranger, threadId }
+}
+
+describe('signing in on the WebSocket', () => {
+  it('accepts the token in the first message or in the subprotocol, and refuses a bad one', async () => {
+    const { t, patient, threadId, dev } = await clinic()
+    const byMessage = await connect(t, patient)
+    const ready = byMessage.of('ready')[0]
+    expect(ready.user).toMatchObject({ id: patient.userId, role: 'patient', patientId: dev.patientId })
+    expect(ready.threads).toEqual([{ threadId, patientId: dev.patientId, lastSeq: 0, readSeq: 0, deliveredSeq: 0, unread: 0 }])
+    expect(ready.limits.maxMessageBytes).toBe(16384)
+
+    const bySubprotocol = await open(t, ['rpm.v1', `bearer.${patient.token}`])
+    expect(bySubprotocol.ws.protocol).toBe('rpm.v1')
+    await bySubprotocol.next('ready')
+
+    const forged = await open(t)
+    forged.send({ type: 'auth', token: `${patient.token.slice(0, -4)}AAAA` })
+    expect(await forged.closed).toMatchObject({ code: 4001 })
+    expect(forged.of('error')[0]).toMatchObject({ code: 'RPM_ERR_UNAUTHENTICATED' })
+
+    const rude = await open(t)
+    rude.send({ type: 'subscribe', threads: [{ threadId, after: 0 }] })
+    expect((await rude.closed).code).toBe(4001)
+    // Nothing leaked to the unauthenticated sockets.
+    expect([...forged.events, ...rude.events].filter((e) => e.type !== 'error')).toEqual([])
+    expect(auditOf(t, 'ws.connect').map((r) => r.outcome)).toEqual(['allowed', 'allowed', 'denied'])
+  })
+
+  it('refuses an expired token, and closes an open socket when its token expires (4002)', async () => {
+    const clock = new TestClock()
+    const { t, patient } = await clinic({ 'auth.accessTokenTtlSeconds': 60, 'websocket.sessionCheckSeconds': 1 }, clock)
+    const live = await connect(t, patient)
+    clock.advanceSeconds(61)
+    const closed = await live.closed
+    expect(closed.code).toBe(4002)
+    expect(closed.reason).toMatch(/token expired/)
+
+    const late = await open(t)
+    late.send({ type: 'auth', token: patient.token })
+    expect((await late.closed).code).toBe(4001)
+  })
+
+  it('closes the socket when the session is revoked (sign-out over REST, 4003)', async () => {
+    const { t, provider } = await clinic({ 'websocket.sessionCheckSeconds': 1 })
+    const live = await connect(t, provider)
+    expect((await api(t, 'POST', '/api/v1/auth/logout', { token: provider.token })).status).toBe(204)
+    const closed = await live.closed
+    expect(closed.code).toBe(4003)
+    expect(closed.reason).toMatch(/session ended/)
+  })
+})
+
+describe('live conversation', () => {
+  it('patient and provider exchange messages live with typing, receipts, unread counts and presence', async () => {
+    const { t, patient, provider, threadId } = await clinic()
+    const pat = await connect(t, patient)
+    await pat.subscribe(threadId)
+    const nurse = await connect(t, provider)
+    await nurse.subscribe(threadId)
+    // Each sees the other online.
+    expect(await nurse.next('presence', { userId: patient.userId })).toMatchObject({ status: 'online' })
+    expect(await pat.next('presence', { userId: provider.userId })).toMatchObject({ status: 'online' })
+
+    // Typing: one broadcast per throttle window, with an expiry.
+    pat.send({ type: 'typing', threadId })
+    pat.send({ type: 'typing', threadId })
+    const typing = await nurse.next('typing', { threadId })
+    expect(typing).toMatchObject({ userId: patient.userId, role: 'patient' })
+    expect(Date.parse(typing.until)).toBeGreaterThan(Date.now())
+    await pat.settle()
+    await nurse.settle()
+    expect(nurse.of('typing')).toHaveLength(1)
+    expect(pat.of('typing')).toHaveLength(0)
+
+    pat.send({ type: 'send', threadId, clientMessageId: 'p-1', text: 'My readings were high this morning' })
+    const sent = await pat.next('sent', { clientMessageId: 'p-1' })
+    expect(sent.message).toMatchObject({ threadId, seq: 1, text: 'My readings were high this morning', from: { role: 'patient', userId: patient.userId } })
+    expect((await nurse.next('message', { threadId })).message.id).toBe(sent.message.id)
+    expect(await nurse.next('unread', { threadId, count: 1 })).toBeTruthy()
+
+    // The provider has received and read it: the patient sees both horizons move.
+    nurse.send({ type: 'delivered', threadId, seq: 1 })
+    expect(await pat.next('receipt', { userId: provider.userId, deliveredSeq: 1 })).toMatchObject({ readSeq: 0 })
+    nurse.send({ type: 'read', threadId, seq: 1 })
+    expect(await pat.next('receipt', { userId: provider.userId, readSeq: 1 })).toMatchObject({ threadId, deliveredSeq: 1 })
+    expect(await nurse.next('unread', { threadId, count: 0 })).toBeTruthy()
+
+    nurse.send({ type: 'send', threadId, clientMessageId: 'n-1', text: 'Please measure again in an hour', replyTo: sent.message.id })
+    // The sender's own sockets get the message too (before the ack); the patient sees the reply.
+    const reply = await waitFor(() => pat.of('message', { threadId }).find((e) => e.message.seq === 2))
+    expect(reply.message).toMatchObject({ replyTo: sent.message.id, from: { role: 'provider', userId: provider.userId } })
+    expect(await pat.next('unread', { threadId, count: 1 })).toBeTruthy()
+
+    // The provider leaves: offline, with when they were last active.
+    nurse.ws.close()
+    const gone = await pat.next('presence', { userId: provider.userId, status: 'offline' })
+    expect(Date.parse(gone.lastActiveAt)).toBeLessThanOrEqual(Date.now())
+    expect(auditOf(t, 'message.post').filter((r) => r.details_json?.includes('"via":"ws"'))).toHaveLength(2)
+  })
+
+  it('a reconnecting client resumes after seq N with exactly what it missed, and a resent clientMessageId posts once', async () => {
+    const { t, patient, provider, threadId } = await clinic()
+    const pat = await connect(t, patient)
+    await pat.subscribe(threadId)
+    let nurse = await connect(t, provider)
+    await nurse.subscribe(threadId)
+    pat.send({ type: 'send', threadId, clientMessageId: 'p-1', text: 'one' })
+    await nurse.next('message', { threadId })
+    const seen = Math.max(...nurse.seqs(threadId))
+    expect(seen).toBe(1)
+
+    nurse.ws.close()
+    await nurse.closed
+    for (const [i, text] of ['two', 'three', 'four'].entries()) {
+      pat.send({ type: 'send', threadId, clientMessageId: `p-${i + 2}`, text })
+      await pat.next('sent', { clientMessageId: `p-${i + 2}` })
+    }
+    // A retry of p-3 (same id, even with other text) answers the first message and posts nothing.
+    pat.send({ type: 'send', threadId, clientMessageId: 'p-3', text: 'three again' })
+    const retry = await waitFor(() => pat.of('sent', { clientMessageId: 'p-3' })[1])
+    expect(retry).toMatchObject({ created: false, message: { seq: 3, text: 'three' } })
+
+    nurse = await connect(t, provider)
+    await nurse.subscribe(threadId, seen)
+    expect(nurse.of('message').map((e) => [e.message.seq, e.message.text])).toEqual([[2, 'two'], [3, 'three'], [4, 'four']])
+    pat.send({ type: 'send', threadId, clientMessageId: 'p-5', text: 'five' })
+    await nurse.next('message', { threadId }, nurse.events.findIndex((e) => e.type === 'subscribed'))
+    await nurse.settle()
+    expect(nurse.seqs(threadId)).toEqual([2, 3, 4, 5])
+    expect(t.gateway.threads.history(threadId, { limit: 100 }).items).toHaveLength(5)
+  })
+
+  it('a provider off the care team cannot subscribe or send (error, audited) and stays connected', async () => {
+    const { t, patient, stranger, threadId } = await clinic()
+    const pat = await connect(t, patient)
+    await pat.subscribe(threadId)
+    pat.send({ type: 'send', threadId, clientMessageId: 'p-1', text: 'private' })
+    await pat.next('sent')
+
+    const other = await connect(t, stranger)
+    expect(other.of('ready')[0].threads).toEqual([])
+    other.send({ type: 'subscribe', threads: [{ threadId, after: 0 }], ref: 'sub-1' })
+    expect(await other.next('error', { ref: 'sub-1' })).toMatchObject({ code: 'RPM_ERR_NOT_FOUND' })
+    other.send({ type: 'send', threadId, clientMessageId: 'x-1', text: 'hello' })
+    expect(await other.next('error', { ref: 'x-1' })).toMatchObject({ code: 'RPM_ERR_NOT_FOUND' })
+    other.send({ type: 'typing', threadId })
+    other.send({ type: 'read', threadId, seq: 1 })
+    await other.settle()
+    expect(other.of('message')).toEqual([])
+    expect(pat.of('typing')).toEqual([])
+
+    const denied = (action: string) => auditOf(t, action).filter((r) => r.outcome === 'denied' && r.actor_id === stranger.userId && r.target === threadId)
+    expect(denied('messages.read')).toHaveLength(1)
+    expect(denied('message.post')).toHaveLength(1)
+    expect(denied('thread.mark_read')).toHaveLength(1)
+    expect(t.gateway.threads.history(threadId, { limit: 10 }).items).toHaveLength(1)
+
+    // Bad input is answered, not punished with a disconnect.
+    other.ws.send('{not json')
+    other.send({ type: 'send', threadId, clientMessageId: 'x-2' })
+    await other.settle()
+    expect(other.of('error').map((e) => e.code)).toContain('RPM_ERR_BAD_REQUEST')
+    expect(other.ws.readyState).toBe(WebSocket.OPEN)
+  })
+
+  it('a reading published over MQTT reaches the care team provider live, and nobody else', async () => {
+    const { t, dev, provider, stranger, patient } = await clinic()
+    const nurse = await connect(t, provider)
+    const other = await connect(t, stranger)
+    const pat = await connect(t, patient)
+    const cuff = await connectDevice(t, dev)
+    devices.push(cuff)
+    await cuff.publishAsync(`devices/${dev.deviceId}/readings`, JSON.stringify(build.bloodPressure(152, 95, 78, { seq: 7 })), { qos: 1 })
+    const reading = await nurse.next('reading', { patientId: dev.patientId })
+    expect(reading.reading).toMatchObject({ deviceId: dev.deviceId, type: 'blood_pressure', seq: 7, values: { systolicMmHg: 152, diastolicMmHg: 95 } })
+    expect(await pat.next('reading', { patientId: dev.patientId })).toBeTruthy()
+    await other.settle()
+    expect(other.of('reading')).toEqual([])
+  })
+})
+
+describe('limits', () => {
+  it('disconnects a client that stops reading once its buffer passes the limit; it resumes on reconnect', async () => {
+    const { t, patient, provider, threadId } = await clinic({ 'websocket.maxBufferedBytes': 65536 })
+    const g = t.gateway
+    const slow = await connect(t, provider)
+    await slow.subscribe(threadId)
+    // Stop reading: the kernel buffers fill, then the gateway's own send buffer.
+    const raw = (slow.ws as unknown as { _socket: import('node:net').Socket })._socket
+    raw.pause()
+
+    const text = 'x'.repeat(3900)
+    const slowClosures = async () => {
+      const m = await g.metrics.wsClosed.get()
+      return m.values.find((v) => v.labels.reason === 'slow_consumer')?.value ?? 0
+    }
+    let batches = 0
+    for (; batches < 60 && (await slowClosures()) === 0; batches++) {
+      g.threads.postMany(Array.from({ length: 200 }, (_, i) => ({
+        threadId,
+        sender: { type: 'user' as const, userId: patient.userId, role: 'patient' as const },
+        kind: 'text' as const,
+        text,
+        clientMessageId: `flood-${batches}-${i}`,
+      })))
+      await new Promise((r) => setTimeout(r, 20))
+    }
+    expect(await slowClosures()).toBe(1)
+    // Well short of the whole flood; the socket is gone from the gateway.
+    expect(batches).toBeLessThan(60)
+    await waitFor(async () => (await g.metrics.wsConnections.get()).values[0]?.value === 0, 5000, 'the slow socket to be dropped')
+
+    raw.resume()
+    await slow.closed
+    const lastSeq = g.threads.byId(threadId)!.lastSeq
+    const seen = slow.seqs(threadId)
+    const after = seen.length > 0 ? Math.max(...seen) : 0
+    expect(after).toBeLessThan(lastSeq)
+
+    // Reconnect and resume: everything after the last seq received, in order, none twice.
+    const again = await connect(t, provider)
+    await again.subscribe(threadId, after)
+    const resumed = again.seqs(threadId)
+    expect(resumed).toEqual(Array.from({ length: lastSeq - after }, (_, i) => after + 1 + i))
+  }, 30_000)
+
+  it('closes a socket that sends an oversized message (1009) and answers floods with an error', async () => {
+    const { t, patient } = await clinic({ 'websocket.messagesPerSecond': 5 })
+    const live = await connect(t, patient)
+    for (let i = 0; i < 12; i++) live.send({ type: 'ping', ref: `r${i}` })
+    await live.next('error', { code: 'RPM_ERR_RATE_LIMITED' })
+    expect(live.ws.readyState).toBe(WebSocket.OPEN)
+    live.ws.send(JSON.stringify({ type: 'ping', ref: 'x'.repeat(20_000) }))
+    expect((await live.closed).code).toBe(1009)
+  })
+})
