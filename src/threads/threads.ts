@@ -1,5 +1,5 @@
 import type { AcceptedReading } from '../ingest/types.ts'
-import { randomBytes, randomUUID } from 'node:crypto'
+import { randomBytes } from 'node:crypto'
 import type { Statement } from 'better-sqlite3'
 import type { Clock } from '../clock.ts'
 import { RpmError } from '../errors.ts'
@@ -63,6 +63,14 @@ const notFound = (threadId: string) => new RpmError('RPM_ERR_NOT_FOUND', `no thr
 export class Threads {
   /** Thread id per patient: a thread never changes patient. */
   readonly #threadIds = new Map<string, string>()
+  /** Message ids grow with time (new keys land at the end of the id index); the suffix keeps two processes apart. */
+  readonly #idSuffix = randomBytes(4).toString('hex')
+  #idCounter = 0
+
+  #messageId(): string {
+    this.#idCounter = (this.#idCounter + 1) % 1_679_616 // 36^4
+    return `msg-${this.#clock.now().toString(36).padStart(9, '0')}${this.#idCounter.toString(36).padStart(4, '0')}${this.#idSuffix}`
+  }
   readonly #store: Store
   readonly #bus: EventBus
   readonly #clock: Clock
@@ -193,7 +201,7 @@ export class Threads {
       list.forEach((r, i) => {
         const offset = list.length - 1 - i
         const row: MessageTable = {
-          id: `msg-${randomUUID()}`,
+          id: this.#messageId(),
           thread_id: threadId,
           seq: last.last_seq - offset,
           revision: last.last_revision - offset,
@@ -231,8 +239,7 @@ export class Threads {
       }
       const next = this.#q.bumpSeq!.get(thread.id) as { last_seq: number; last_revision: number }
       const row: MessageTable = {
-        // randomUUID draws from a cached entropy pool: far cheaper per message than randomBytes.
-        id: `msg-${randomUUID()}`,
+        id: this.#messageId(),
         thread_id: thread.id,
         seq: next.last_seq,
         revision: next.last_revision,
