@@ -16,7 +16,7 @@ import type { Store } from '../store/db.ts'
 import { LiveState, type Presence } from '../threads/live.ts'
 import type { Threads } from '../threads/threads.ts'
 import { MAX_TEXT_LENGTH, type Message, type Thread, type Viewer } from '../threads/types.ts'
-import { idPattern } from './schemas.ts'
+import { errorResponses, idPattern } from './schemas.ts'
 import { visiblePatientIds } from './threads-routes.ts'
 
 export const WS_PATH = '/api/v1/ws'
@@ -593,7 +593,14 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
 
   // --- the route ----------------------------------------------------------------------------
 
-  app.get(WS_PATH, { websocket: true, schema: { hide: true } }, (socket: WebSocket, req: FastifyRequest) => {
+  const schema = {
+    tags: ['live'],
+    summary: 'The live WebSocket: messages, receipts, typing, presence, unread counts, live readings (docs/websocket.md)',
+    description: 'Upgrade to WebSocket with subprotocol rpm.v1. Authenticate with {"type":"auth","token":...} as the first message, or offer bearer.<token> as a second subprotocol.',
+  }
+  // wsHandler rather than `websocket: true`: the route stays in the OpenAPI document, and a plain
+  // GET (no upgrade) gets a clear answer.
+  const onSocket = (socket: WebSocket, req: FastifyRequest) => {
     const conn: Conn = {
       id: nextId++,
       socket,
@@ -662,6 +669,14 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
 
     const offered = tokenFromProtocols(req.headers['sec-websocket-protocol'])
     if (offered !== undefined) enqueue(conn, () => authenticate(conn, offered, 'subprotocol'))
+  }
+  app.route({
+    method: 'GET',
+    url: WS_PATH,
+    schema: { ...schema, response: { 426: errorResponses[400] } },
+    wsHandler: onSocket,
+    handler: async (_req, reply) =>
+      reply.status(426).header('upgrade', 'websocket').send({ code: 'RPM_ERR_BAD_REQUEST', message: 'this is a WebSocket: connect with Upgrade: websocket and subprotocol rpm.v1' }),
   })
 
   // --- pushes from the bus --------------------------------------------------------------------

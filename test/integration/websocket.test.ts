@@ -75,8 +75,8 @@ class Live {
 
 const wsUrl = (t: TestGateway) => `${t.urls.http.replace(/^http/, 'ws')}/api/v1/ws`
 
-function open(t: TestGateway, protocols?: string[]): Promise<Live> {
-  const ws = new WebSocket(wsUrl(t), protocols)
+function open(t: TestGateway, protocols?: string[], options: WebSocket.ClientOptions = {}): Promise<Live> {
+  const ws = new WebSocket(wsUrl(t), protocols, options)
   const live = new Live(ws)
   return new Promise((resolve, reject) => {
     ws.once('open', () => resolve(live))
@@ -208,6 +208,21 @@ describe('live conversation', () => {
     expect(auditOf(t, 'message.post').filter((r) => r.details_json?.includes('"via":"ws"'))).toHaveLength(2)
   })
 
+  it('presence turns away after a quiet spell and back to online with activity', async () => {
+    const clock = new TestClock()
+    const { t, patient, provider, threadId } = await clinic({ 'websocket.heartbeatSeconds': 1, 'websocket.awaySeconds': 10 }, clock)
+    const pat = await connect(t, patient)
+    await pat.subscribe(threadId)
+    const nurse = await connect(t, provider)
+    await nurse.subscribe(threadId)
+    await nurse.next('presence', { userId: patient.userId, status: 'online' })
+    clock.advanceSeconds(11)
+    const away = await nurse.next('presence', { userId: patient.userId, status: 'away' })
+    expect(Date.parse(away.lastActiveAt)).toBeLessThan(clock.now() - 10_000)
+    pat.send({ type: 'typing', threadId })
+    await nurse.next('presence', { userId: patient.userId, status: 'online' }, nurse.events.indexOf(away))
+  })
+
   it('a reconnecting client resumes after seq N with exactly what it missed, and a resent clientMessageId posts once', async () => {
     const { t, patient, provider, threadId } = await clinic()
     const pat = await connect(t, patient)
@@ -333,6 +348,16 @@ describe('limits', () => {
     const resumed = again.seqs(threadId)
     expect(resumed).toEqual(Array.from({ length: lastSeq - after }, (_, i) => after + 1 + i))
   }, 30_000)
+
+  it('closes a socket that stops answering protocol pings', async () => {
+    const { t, patient } = await clinic({ 'websocket.heartbeatSeconds': 1 })
+    const mute = await open(t, undefined, { autoPong: false })
+    mute.send({ type: 'auth', token: patient.token })
+    await mute.next('ready')
+    const healthy = await connect(t, patient)
+    expect((await mute.closed).code).toBe(1006)
+    expect(healthy.ws.readyState).toBe(WebSocket.OPEN)
+  })
 
   it('closes a socket that sends an oversized message (1009) and answers floods with an error', async () => {
     const { t, patient } = await clinic({ 'websocket.messagesPerSecond': 5 })
