@@ -7,7 +7,7 @@
  *
  * Diagnostics: --only bare|gateway, --profile (V8 CPU profile of the gateway process, summarised
  * by where the time goes), --synchronous NORMAL|OFF (journal sync mode, to isolate fsync),
- * --set ingest.commitIntervalMs=5 (any gateway config key; repeatable).
+ * --set ingest.commitIntervalMs=5 (any gateway config key; repeatable; JSON for lists, e.g. threads.readingKinds=[]).
  * Each option also reads from the environment: BENCH_DEVICES, BENCH_DURATION, BENCH_WORKERS, ...
  *
  * Prints figures and writes them to bench/results/ingest-latest.json; never fails on a time.
@@ -94,7 +94,7 @@ function options(): Options {
     const eq = pair.indexOf('=')
     if (eq < 1) throw new Error(`--set takes key=value, got "${pair}"`)
     const raw = pair.slice(eq + 1)
-    settings[pair.slice(0, eq)] = /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : /^(true|false)$/.test(raw) ? raw === 'true' : raw
+    settings[pair.slice(0, eq)] = /^[[{]/.test(raw) ? JSON.parse(raw) : /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : /^(true|false)$/.test(raw) ? raw === 'true' : raw
   }
   return {
     devices: Math.floor(num(values.devices, 'DEVICES', 240, 1)),

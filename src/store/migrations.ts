@@ -178,14 +178,16 @@ migrations['0003-threads'] = {
       .addColumn('deleted_at', 'text')
       .addUniqueConstraint('messages_thread_seq', ['thread_id', 'seq'])
       .execute()
-    // A retried send finds its first attempt here (NULL client ids never collide).
+    // A retried send finds its first attempt here. Partial: messages without a client id (the
+    // gateway's own, such as readings) cost no entry. Revisions are found through
+    // (thread_id, seq): edits are rare, and every index is a write per message at ingest.
     await db.schema
       .createIndex('messages_client_id')
       .on('messages')
       .columns(['thread_id', 'sender_key', 'client_message_id'])
       .unique()
+      .where(sql.ref('client_message_id'), 'is not', null)
       .execute()
-    await db.schema.createIndex('messages_thread_revision').on('messages').columns(['thread_id', 'revision']).execute()
 
     // Earlier texts of edited messages; a message row holds only the current one.
     await db.schema

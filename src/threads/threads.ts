@@ -210,7 +210,7 @@ export class Threads {
           sender_user_id: null,
           sender_device_id: r.deviceId,
           sender_key: `device:${r.deviceId}`,
-          client_message_id: `reading:${r.id}`,
+          client_message_id: null, // the journal already made the reading unique
           text: null,
           data_json: JSON.stringify({ readingId: r.id, type: r.type, values: r.values, measuredAt: r.measuredAt, deviceId: r.deviceId }),
           reply_to: null,
