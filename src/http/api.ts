@@ -12,6 +12,7 @@ import { READING_TYPES } from '../ingest/types.ts'
 import { DEVICE_KINDS, type Registry, toPatient } from '../registry/registry.ts'
 import type { Store } from '../store/db.ts'
 import type { DeviceKind, Role } from '../store/schema.ts'
+import { makeGuards } from './guards.ts'
 import { auditEntrySchema, deviceSchema, errorResponses, idPattern, patientSchema, readingSchema, tokenSchema, userSchema } from './schemas.ts'
 
 declare module 'fastify' {
@@ -40,51 +41,15 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   app.addHook('onClose', async () => loginGuard.close())
   app.decorateRequest('principal', null)
 
-  const record = (req: FastifyRequest, action: string, outcome: 'allowed' | 'denied', target?: string, details?: Record<string, unknown>) => {
-    const p = req.principal
-    audit.record({
-      actorType: p ? 'user' : 'anonymous',
-      actorId: p?.userId ?? 'unknown',
-      action,
-      outcome,
-      address: req.ip,
-      ...(target ? { target } : {}),
-      ...(details ? { details } : {}),
-    })
-  }
-
-  /**
-   * onRequest hook: a valid access token on a live session, and one of `roles` when given.
-   * It runs before the body is read or validated, so a caller without the right to use a route
-   * learns nothing about its input and every such attempt is audited.
-   */
-  const signedIn = (...roles: Role[]) => async (req: FastifyRequest) => {
-    const header = req.headers.authorization
-    const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined
-    const action = `${req.method} ${req.routeOptions.url}`
-    const target = (req.params as { patientId?: string } | undefined)?.patientId
-    try {
-      if (!token) throw new RpmError('RPM_ERR_UNAUTHENTICATED')
-      req.principal = await auth.authenticate(token)
-    } catch (err) {
-      record(req, action, 'denied', target, { code: isRpmError(err) ? err.code : 'RPM_ERR_UNAUTHENTICATED' })
-      throw err
-    }
-    if (roles.length > 0 && !roles.includes(req.principal.role)) {
-      record(req, action, 'denied', target, { code: 'RPM_ERR_FORBIDDEN' })
-      throw new RpmError('RPM_ERR_FORBIDDEN', `this needs the ${roles.join(' or ')} role`)
-    }
-  }
+  const guards = makeGuards({ auth, access, audit })
+  const { record, signedIn } = guards
 
   /** Clinical access to one patient; anything else answers 404 so the record's existence does not leak. */
-  const clinical = async (req: FastifyRequest, patientId: string, action: string): Promise<AccessBasis> => {
-    const basis = await access.clinical(req.principal!, patientId)
-    if (!basis) {
-      record(req, action, 'denied', patientId, { code: 'RPM_ERR_NOT_FOUND' })
-      throw new RpmError('RPM_ERR_NOT_FOUND', `no patient ${patientId}`, { details: { field: 'patientId' } })
-    }
-    return basis
-  }
+  const clinical = (req: FastifyRequest, patientId: string, action: string): Promise<AccessBasis> =>
+    guards.clinical(req, patientId, action, {
+      target: patientId,
+      error: new RpmError('RPM_ERR_NOT_FOUND', `no patient ${patientId}`, { details: { field: 'patientId' } }),
+    })
 
   /** Demographic access (admins manage every patient; others as for clinical data). */
   const demographics = async (req: FastifyRequest, patientId: string, action: string): Promise<void> => {

@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import type { AuditLog } from '../audit/audit.ts'
-import { RpmError } from '../errors.ts'
+import { RpmError, isRpmError } from '../errors.ts'
 import type { AccessBasis, AccessPolicy } from '../identity/access.ts'
 import type { Auth, Principal } from '../identity/auth.ts'
 import type { Role } from '../store/schema.ts'
@@ -37,20 +37,24 @@ export function makeGuards(deps: GuardDeps): Guards {
     })
   }
 
+  // Runs before the body is read or validated, so a caller without the right to use a route
+  // learns nothing about its input, and every such attempt is audited (with the patient in the URL).
   const signedIn: Guards['signedIn'] = (...roles) => async (req) => {
     const header = req.headers.authorization
     const token = header?.startsWith('Bearer ') ? header.slice(7).trim() : undefined
+    const action = `${req.method} ${req.routeOptions.url}`
+    const target = (req.params as { patientId?: string } | undefined)?.patientId
     let principal: Principal
     try {
       if (!token) throw new RpmError('RPM_ERR_UNAUTHENTICATED')
       principal = await auth.authenticate(token)
     } catch (err) {
-      record(req, `${req.method} ${req.routeOptions.url}`, 'denied', undefined, { code: (err as RpmError).code ?? 'RPM_ERR_UNAUTHENTICATED' })
+      record(req, action, 'denied', target, { code: isRpmError(err) ? err.code : 'RPM_ERR_UNAUTHENTICATED' })
       throw err
     }
     req.principal = principal
     if (roles.length > 0 && !roles.includes(principal.role)) {
-      record(req, `${req.method} ${req.routeOptions.url}`, 'denied', undefined, { code: 'RPM_ERR_FORBIDDEN' })
+      record(req, action, 'denied', target, { code: 'RPM_ERR_FORBIDDEN' })
       throw new RpmError('RPM_ERR_FORBIDDEN', `this needs the ${roles.join(' or ')} role`)
     }
   }
