@@ -61,7 +61,7 @@ function areaOf(f: CallFrame, caller: CallFrame | undefined): string | undefined
   if (isNative(f)) {
     // ajv compiles each schema to a function named validateN.
     if (/^validate\d*$/.test(f.functionName)) return 'ajv schema validation (compiled)'
-    if (f.functionName === 'writev' || f.functionName === 'writeBuffer') return 'socket writes (TLS encrypt + send)'
+    if (f.functionName === 'writev' || f.functionName === 'writeBuffer') return 'socket writes (send syscalls; TLS encrypt on TLS sockets)'
     return undefined
   }
   if (has(f, 'better-sqlite3/lib/methods/transaction')) return 'SQLite BEGIN/COMMIT (WAL write, fsync, checkpoints)'
@@ -74,6 +74,14 @@ function areaOf(f: CallFrame, caller: CallFrame | undefined): string | undefined
     if (f.functionName === '#parse') return 'JSON.parse of payloads (Ingest#parse)'
     return 'ingest bookkeeping (submit, flush, metrics calls)'
   }
+  if (has(f, '/src/http/ws.ts')) return 'WebSocket handlers (ws.ts)'
+  if (has(f, '/src/threads/')) return 'threads (post, receipts, unread; incl. their SQLite calls)'
+  if (has(f, '/src/identity/')) return 'auth and access checks (identity/)'
+  if (has(f, '/src/audit/')) return 'audit trail'
+  if (has(f, '/node_modules/kysely/') && has(f, 'sqlite')) return 'SQLite via Kysely (statements, incl. native time)'
+  if (has(f, '/node_modules/kysely/')) return 'Kysely query building/compiling'
+  if (has(f, '/node_modules/jose/')) return 'jose (JWT verify)'
+  if (has(f, '/node_modules/ws/')) return 'ws (frames, masking, send)'
   if (has(f, '/src/broker/packet-limit.ts')) return 'packet-size guard stream (packet-limit.ts)'
   if (has(f, '/src/broker/')) return 'broker hooks (broker.ts, topics.ts)'
   if (has(f, '/src/events.ts')) return 'event bus'
@@ -95,8 +103,11 @@ function areaOf(f: CallFrame, caller: CallFrame | undefined): string | undefined
   return 'other'
 }
 
-/** Key frames whose inclusive time is reported (a sample counts once per key). */
-function keysOf(f: CallFrame): string | undefined {
+/** Picks the key frames whose inclusive time is reported (a sample counts once per key). */
+export type KeyFrames = (f: CallFrame) => string | undefined
+
+/** Key frames of the ingest path. */
+export function ingestKeys(f: CallFrame): string | undefined {
   if (has(f, '/src/ingest/ingest.ts')) {
     if (f.functionName === 'submit') return 'Ingest.submit (parse + validate + queue)'
     if (f.functionName === 'flush') return 'Ingest.flush (commit + PUBACK release + events)'
@@ -112,7 +123,41 @@ function keysOf(f: CallFrame): string | undefined {
   return undefined
 }
 
-export function summariseProfile(file: string, fromUs: number, toUs: number): ProfileSummary {
+/** Key frames of the live WebSocket path. */
+export function chatKeys(f: CallFrame): string | undefined {
+  if (has(f, '/src/http/ws.ts')) {
+    switch (f.functionName) {
+      case 'handle':
+        return 'ws handle (one client event: parse, validate, checks, handler)'
+      case 'checkLive':
+        return 'ws checkLive (token + session check per event)'
+      case 'sendMessage':
+        return 'ws sendMessage (access, post, audit, sent)'
+      case 'visibleThread':
+        return 'ws visibleThread (access check per event)'
+      case 'mayReceive':
+        return 'ws mayReceive (access check per push)'
+      case 'sendUnread':
+        return 'ws sendUnread (unread count per push)'
+      case 'send':
+        return 'ws send (JSON.stringify + socket write)'
+      case 'onPosted':
+        return 'ws onPosted (fan-out to subscribers)'
+    }
+  }
+  if (has(f, '/src/threads/threads.ts') && f.functionName === 'post') return 'Threads.post (insert + COMMIT + bus)'
+  if (has(f, '/src/threads/threads.ts') && f.functionName === 'receipt') return 'Threads.receipt (unread query)'
+  if (has(f, '/src/identity/auth.ts') && f.functionName === 'authenticate') return 'Auth.authenticate (JWT + session row)'
+  if (has(f, '/src/identity/access.ts') && f.functionName === 'clinical') return 'AccessPolicy.clinical'
+  if (has(f, '/src/audit/') && f.functionName === 'record') return 'AuditLog.record'
+  if (has(f, 'better-sqlite3/lib/methods/transaction')) return 'SQLite transactions (incl. COMMIT + fsync)'
+  if (has(f, '/node_modules/kysely/')) return 'Kysely (build + run statements)'
+  if (has(f, '/node_modules/ws/lib/receiver')) return 'ws receiver (frame parsing)'
+  if (has(f, '/node_modules/ws/lib/sender')) return 'ws sender (framing + write)'
+  return undefined
+}
+
+export function summariseProfile(file: string, fromUs: number, toUs: number, keysOf: KeyFrames = ingestKeys): ProfileSummary {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile
   const byId = new Map<number, ProfileNode>()
   const parent = new Map<number, number>()

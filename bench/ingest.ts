@@ -12,8 +12,7 @@
  *
  * Prints figures and writes them to bench/results/ingest-latest.json; never fails on a time.
  */
-import { fork, type ChildProcess } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { performance } from 'node:perf_hooks'
@@ -22,12 +21,11 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { ensureDevelopmentPki, serverNames } from '../src/broker/pki.ts'
 import { summariseProfile, type ProfileSummary } from './cpu-profile.ts'
+import { forkChild, int, lpad, machineCpu, machineInfo, machineLines, ms, newestProfile, pad, parseSettings, pct, Peer, RESULTS_DIR, usageOf } from './harness.ts'
 import { LatencyHistogram, type LatencySummary } from './histogram.ts'
 import { cpuDelta, cpuSnapshot } from './process-stats.ts'
 import type { BenchDevice, CpuSnapshot, FromServer, FromWorker, ServerStart, ToServer, ToWorker, WorkerMark } from './protocol.ts'
 
-const HERE = path.dirname(fileURLToPath(import.meta.url))
-const RESULTS_DIR = path.join(HERE, 'results')
 const PUBACK_P99_TARGET_MS = 25
 const THROUGHPUT_RATIO_TARGET = 0.8
 /** Other processes' CPU, in cores, above which a saturation figure is flagged as disturbed. */
@@ -72,7 +70,7 @@ function options(): Options {
     },
   })
   if (values.help) {
-    process.stdout.write(readFileSync(fileURLToPath(import.meta.url), 'utf8').split('*/')[0]!.replace(/^\/\*\*|^ \* ?/gm, '') + '\n')
+    process.stdout.write(usageOf(fileURLToPath(import.meta.url)))
     process.exit(0)
   }
   const env = process.env
@@ -89,13 +87,7 @@ function options(): Options {
   for (const t of only) if (t !== 'bare' && t !== 'gateway') throw new Error(`--only takes bare, gateway or both, got "${t}"`)
   const sync = (values.synchronous ?? env.BENCH_SYNCHRONOUS)?.toUpperCase()
   if (sync !== undefined && !['FULL', 'NORMAL', 'OFF'].includes(sync)) throw new Error('--synchronous takes FULL, NORMAL or OFF')
-  const settings: Record<string, string | number | boolean> = {}
-  for (const pair of values.set ?? []) {
-    const eq = pair.indexOf('=')
-    if (eq < 1) throw new Error(`--set takes key=value, got "${pair}"`)
-    const raw = pair.slice(eq + 1)
-    settings[pair.slice(0, eq)] = /^[[{]/.test(raw) ? JSON.parse(raw) : /^-?\d+(\.\d+)?$/.test(raw) ? Number(raw) : /^(true|false)$/.test(raw) ? raw === 'true' : raw
-  }
+  const settings = parseSettings(values.set ?? [])
   return {
     devices: Math.floor(num(values.devices, 'DEVICES', 240, 1)),
     workers: Math.floor(num(values.workers, 'WORKERS', 2, 1)),
@@ -115,110 +107,8 @@ function options(): Options {
 
 // ---------------------------------------------------------------- child processes
 
-/** A forked child that speaks the protocol in ./protocol.ts. */
-class Peer<In extends object, Out extends { type: string }> {
-  readonly #buffered: Out[] = []
-  readonly #waiters: Array<{ type: string; resolve: (m: Out) => void; reject: (e: Error) => void }> = []
-  #failure: Error | undefined
-  readonly exited: Promise<void>
-
-  constructor(
-    readonly name: string,
-    readonly child: ChildProcess,
-  ) {
-    child.on('message', (raw) => {
-      const m = raw as Out
-      if (m.type === 'error') return this.#fail(new Error(`${name}: ${(m as unknown as { message: string }).message}`))
-      const i = this.#waiters.findIndex((w) => w.type === m.type)
-      if (i < 0) this.#buffered.push(m)
-      else this.#waiters.splice(i, 1)[0]!.resolve(m)
-    })
-    this.exited = new Promise((resolve) => {
-      child.once('exit', (code, signal) => {
-        this.#fail(new Error(`${name} exited (${signal ?? code})`))
-        resolve()
-      })
-    })
-  }
-
-  #fail(err: Error): void {
-    this.#failure ??= err
-    for (const w of this.#waiters.splice(0)) w.reject(err)
-  }
-
-  send(m: In): void {
-    if (this.child.connected) this.child.send(m)
-  }
-
-  next<T extends Out['type']>(type: T, timeoutMs = 120_000): Promise<Extract<Out, { type: T }>> {
-    const i = this.#buffered.findIndex((m) => m.type === type)
-    if (i >= 0) return Promise.resolve(this.#buffered.splice(i, 1)[0] as Extract<Out, { type: T }>)
-    if (this.#failure) return Promise.reject(this.#failure)
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${this.name}: no "${type}" within ${timeoutMs} ms`)), timeoutMs)
-      this.#waiters.push({
-        type,
-        resolve: (m) => {
-          clearTimeout(timer)
-          resolve(m as Extract<Out, { type: T }>)
-        },
-        reject: (e) => {
-          clearTimeout(timer)
-          reject(e)
-        },
-      })
-    })
-  }
-
-  request<T extends Out['type']>(m: In, type: T, timeoutMs?: number): Promise<Extract<Out, { type: T }>> {
-    const reply = this.next(type, timeoutMs)
-    this.send(m)
-    return reply
-  }
-
-  kill(): void {
-    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL')
-  }
-}
-
 type ServerPeer = Peer<ToServer, FromServer>
 type WorkerPeer = Peer<ToWorker, FromWorker>
-
-function forkChild(file: string, execArgv: string[] = []): ChildProcess {
-  return fork(path.join(HERE, file), [], { execArgv: [...process.execArgv, ...execArgv], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-}
-
-// ---------------------------------------------------------------- machine figures
-
-/** Busy and total CPU time of the whole machine, ms (Linux /proc/stat; undefined elsewhere). */
-function machineCpu(): { busyMs: number; totalMs: number } | undefined {
-  try {
-    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0]!.trim().split(/\s+/).slice(1).map(Number)
-    const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = f
-    const tick = 1000 / 100 // USER_HZ
-    const busy = user + nice + system + irq + softirq + steal
-    return { busyMs: busy * tick, totalMs: (busy + idle + iowait) * tick }
-  } catch {
-    return undefined
-  }
-}
-
-/** The file system a path lives on, e.g. "ext4 on /dev/vda" (Linux; undefined elsewhere). */
-function fileSystemOf(dir: string): string | undefined {
-  try {
-    let best: { mount: string; text: string } | undefined
-    for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
-      const [dev, mount, type] = line.split(' ')
-      if (!dev || !mount || !type) continue
-      if ((dir === mount || dir.startsWith(mount.endsWith('/') ? mount : mount + '/')) && (!best || mount.length > best.mount.length)) {
-        best = { mount, text: `${type} on ${dev}` }
-      }
-    }
-    return best?.text
-  } catch {
-    return undefined
-  }
-}
 
 // ---------------------------------------------------------------- /metrics
 
@@ -499,24 +389,7 @@ function journalFigures(before: Scrape, after: Scrape): JournalFigures {
   }
 }
 
-function newestProfile(dir: string): string | undefined {
-  if (!existsSync(dir)) return undefined
-  // CPU.<date>.<time>.<pid>.<thread>.<seq>.cpuprofile: thread 0 is the main thread (tsx runs
-  // its module loader on a second one).
-  const files = readdirSync(dir)
-    .filter((f) => /\.\d+\.0\.\d+\.cpuprofile$/.test(f))
-    .map((f) => path.join(dir, f))
-    .sort((a, b) => statSync(b).mtimeMs - statSync(a).mtimeMs)
-  return files[0]
-}
-
 // ---------------------------------------------------------------- report
-
-const int = (n: number) => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '-')
-const ms = (n: number) => (!Number.isFinite(n) ? '-' : n >= 100 ? n.toFixed(0) : n >= 10 ? n.toFixed(1) : n.toFixed(2))
-const pct = (n: number) => (Number.isFinite(n) ? `${(n * 100).toFixed(0)}%` : '-')
-const pad = (s: string, n: number) => s.padEnd(n)
-const lpad = (s: string, n: number) => s.padStart(n)
 
 function report(opts: Options, results: TargetResult[]): string[] {
   const out: string[] = []
@@ -620,21 +493,11 @@ function profileLines(p: ProfileSummary, window: string, readings: number): stri
 
 async function main(): Promise<void> {
   const opts = options()
-  const cpus = os.cpus()
   const root = mkdtempSync(path.join(os.tmpdir(), 'rpm-bench-'))
-  const machine = {
-    cores: cpus.length,
-    cpuModel: cpus[0]?.model.trim() ?? 'unknown',
-    node: process.version,
-    platform: `${os.platform()} ${os.release()} ${os.arch()}`,
-    memoryGiB: Math.round(os.totalmem() / 2 ** 30),
-    loadAverage: os.loadavg().map((n) => Number(n.toFixed(2))),
-    journalFileSystem: fileSystemOf(root) ?? 'unknown',
-  }
+  const machine = machineInfo(root)
   const print = (line = '') => process.stdout.write(line + '\n')
   print('rpm-gateway ingest benchmark')
-  print(`machine: ${machine.cores} cores, ${machine.cpuModel}, ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.platform}`)
-  print(`load average at start: ${machine.loadAverage.join(' ')}; journal on ${machine.journalFileSystem} (${root})`)
+  for (const line of machineLines(machine, root)) print(line)
   print(
     `load: ${opts.devices} devices over MQTT 3.1.1/TLS (mqtt.js) in ${opts.workers} load processes; one reading per QoS1 PUBLISH, ` +
       `mixed types and units; same ECDSA P-256 server certificate for both brokers`,

@@ -1,4 +1,4 @@
-/** Messages between bench/ingest.ts and its child processes (Node IPC, JSON). */
+/** Messages between the benchmarks (bench/ingest.ts, bench/chat.ts) and their child processes (Node IPC, JSON). */
 import type { HistogramSnapshot } from './histogram.ts'
 
 export interface BenchDevice {
@@ -77,4 +77,119 @@ export type FromWorker =
   | { type: 'stopped'; inflight: number; totalAcked: number; errors: number }
   | WorkerFixed
   | { type: 'closed'; totalAcked: number; errors: number }
+  | { type: 'error'; message: string }
+
+// ---- chat: gateway process (bench/chat-server.ts) ----
+
+export interface ChatServerStart {
+  cmd: 'start'
+  dataDir: string
+  /** Patients, each with one thread. */
+  threads: number
+  /** Providers on each patient's care team. */
+  providersPerThread: number
+  /** Providers in all; each is on the care teams of threads * providersPerThread / providers patients. */
+  providers: number
+  /** Extra gateway config key paths (e.g. 'websocket.messagesPerSecond'). */
+  settings: Record<string, string | number | boolean>
+}
+
+export interface ChatAccount {
+  username: string
+  password: string
+  role: 'patient' | 'provider'
+}
+
+export interface ChatThread {
+  threadId: string
+  patientId: string
+  /** Usernames of the participants: the patient first, then the providers. */
+  members: string[]
+}
+
+export interface ChatServerStats {
+  type: 'stats'
+  cpu: CpuSnapshot
+  rssBytes: number
+  heapUsedBytes: number
+}
+
+export type ToChatServer = ChatServerStart | { cmd: 'stats' } | { cmd: 'stop' }
+
+export type FromChatServer =
+  | { type: 'ready'; httpUrl: string; accounts: ChatAccount[]; threads: ChatThread[]; startupMs: number; seedMs: number }
+  | ChatServerStats
+  | { type: 'stopped'; storedMessages: number; auditRows: number }
+  | { type: 'error'; message: string }
+
+// ---- chat: load processes (bench/chat-worker.ts) ----
+
+export interface ChatSocketSpec {
+  /** Index of the socket in the whole run; embedded in the client message ids it sends. */
+  index: number
+  token: string
+  userId: string
+  threadId: string
+}
+
+export interface ChatRun {
+  cmd: 'run'
+  /** Sends per second from this process, spread over its sockets at random. */
+  ratePerSecond: number
+  /** Wall-clock ms (performance.timeOrigin + performance.now()): sending starts, measuring starts, both end. */
+  startAt: number
+  measureFrom: number
+  measureTo: number
+  textLength: number
+}
+
+export type ToChatWorker =
+  | { cmd: 'connect'; url: string; sockets: ChatSocketSpec[]; concurrency: number }
+  | ChatRun
+  | { cmd: 'counts' }
+  | { cmd: 'report' }
+  | { cmd: 'close' }
+
+export interface ChatCounts {
+  type: 'counts'
+  /** Measured messages received by sockets other than their sender's. */
+  received: number
+}
+
+export interface ChatReport {
+  type: 'report'
+  /** Sends (client events) in the measured window, and over the whole run. */
+  sentMeasured: number
+  sentTotal: number
+  /** `sent` answers for measured sends, and their latency (send to `sent`). */
+  ackedMeasured: number
+  ackLatency: HistogramSnapshot
+  /** Deliveries of measured messages to the other participants' sockets, and their latency. */
+  receivedMeasured: number
+  deliveryLatency: HistogramSnapshot
+  receivedTotal: number
+  /** A message whose seq was not the next one the socket expected in its thread. */
+  seqGaps: number
+  duplicates: number
+  /** Error events from the gateway, by code. */
+  errors: Record<string, number>
+  /** Sockets closed during the run, by close code. */
+  closes: Record<string, number>
+  /** Frames of every type received. */
+  frames: Record<string, number>
+  /** How far the sender fell behind its schedule at worst, ms. */
+  maxScheduleLagMs: number
+  /** First and last send, wall-clock ms, of the measured window. */
+  firstMeasuredSendAt: number
+  lastMeasuredSendAt: number
+  /** This process's CPU at the start and the end of the measured window. */
+  cpuFrom: CpuSnapshot
+  cpuTo: CpuSnapshot
+}
+
+export type FromChatWorker =
+  | { type: 'connected'; sockets: number; ms: number }
+  | ChatCounts
+  | ChatReport
+  | { type: 'closed' }
   | { type: 'error'; message: string }
