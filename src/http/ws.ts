@@ -24,7 +24,12 @@ export const WS_PATH = '/api/v1/ws'
 export const WS_PROTOCOL = 'rpm.v1'
 
 /** Close codes: 4000-4999 are for applications (RFC 6455 section 7.4.2). */
-export const CLOSE = {
+export /** How long a socket trusts an answer of the access policy (a care-team change reaches open sockets within this). */
+const ACCESS_CACHE_MS = 5_000
+/** How often client activity re-confirms the session (revocation is also checked every sessionCheckSeconds). */
+const LIVE_CHECK_MS = 5_000
+
+const CLOSE = {
   goingAway: 1001,
   /** RFC 6455 7.4.1: a message too big to process. */
   tooLarge: 1009,
@@ -71,6 +76,10 @@ interface Conn {
   readonly threads: Map<string, Subscription>
   /** The unread count last sent per thread, so unchanged counts are not repeated. */
   readonly unread: Map<string, number>
+  /** Recent answers of the access policy per patient, so a push does not query it each time. */
+  readonly access: Map<string, { ok: boolean; until: number }>
+  /** When the session was last confirmed live on client activity. */
+  liveCheckedAt: number
   queue: Promise<void>
   pending: number
   alive: boolean
@@ -236,6 +245,8 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
       endSession(conn, CLOSE.tokenExpired, 'token expired: refresh it and reconnect')
       return false
     }
+    // Client events come in bursts: confirm the session at most every few seconds.
+    if (activity && clock.now() - conn.liveCheckedAt < LIVE_CHECK_MS) return true
     let ended: string | null
     if (activity) {
       // Client activity counts toward the session's idle timeout, as a REST request does.
@@ -252,6 +263,7 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
       endSession(conn, CLOSE.sessionEnded, `session ended (${ended}): sign in again`)
       return false
     }
+    if (activity) conn.liveCheckedAt = clock.now()
     return true
   }
 
@@ -292,7 +304,12 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
       endSession(conn, CLOSE.tokenExpired, 'token expired: refresh it and reconnect')
       return false
     }
-    return (await access.clinical(p, patientId)) !== null
+    const cached = conn.access.get(patientId)
+    const now = clock.now()
+    if (cached && cached.until > now) return cached.ok
+    const ok = (await access.clinical(p, patientId)) !== null
+    conn.access.set(patientId, { ok, until: now + ACCESS_CACHE_MS })
+    return ok
   }
 
   const viewerOf = (conn: Conn): Viewer => ({ userId: conn.principal!.userId, role: conn.principal!.role })
@@ -470,20 +487,24 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
     const { thread, basis } = await visibleThread(conn, e.threadId, 'message.post')
     let result: { message: Message; created: boolean }
     try {
-      result = threads.post({
-        threadId: thread.id,
-        sender: { type: 'user', userId: p.userId, role: p.role },
-        kind: 'text',
-        text: e.text,
-        clientMessageId: e.clientMessageId,
-        ...(e.replyTo !== undefined ? { replyTo: e.replyTo } : {}),
-      })
+      // The message and its audit entry in one commit: one disk sync per send, not two.
+      result = store.sqlite.transaction(() => {
+        const posted = threads.post({
+          threadId: thread.id,
+          sender: { type: 'user', userId: p.userId, role: p.role },
+          kind: 'text',
+          text: e.text,
+          clientMessageId: e.clientMessageId,
+          ...(e.replyTo !== undefined ? { replyTo: e.replyTo } : {}),
+        })
+        recordFor(conn, 'message.post', 'allowed', thread.id, { patientId: thread.patientId, basis, messageId: posted.message.id, seq: posted.message.seq, retry: !posted.created })
+        return posted
+      }).immediate()
     } catch (err) {
       if (isRpmError(err) && err.status < 500) recordFor(conn, 'message.post', 'denied', thread.id, { code: err.code })
       throw err
     }
     const { message, created } = result
-    recordFor(conn, 'message.post', 'allowed', thread.id, { patientId: thread.patientId, basis, messageId: message.id, seq: message.seq, retry: !created })
     live.stoppedTyping(p.userId, thread.id)
     send(conn, { type: 'sent', clientMessageId: e.clientMessageId, created, message })
   }
@@ -609,6 +630,8 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
       token: null,
       threads: new Map(),
       unread: new Map(),
+      access: new Map(),
+      liveCheckedAt: 0,
       queue: Promise.resolve(),
       pending: 0,
       alive: true,
@@ -689,6 +712,16 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
         if (!(await mayReceive(conn, patientId))) return lostAccess(conn, message.threadId)
         sub.sentSeq = message.seq
         send(conn, { type: 'message', threadId: message.threadId, message })
+        // A new message changes the unread count by one, or not at all for the viewer's own.
+        const p = conn.principal!
+        const own = message.from.userId === p.userId || (p.role === 'patient' && message.from.role === 'patient')
+        const known = conn.unread.get(message.threadId)
+        if (own) return
+        if (known !== undefined) {
+          conn.unread.set(message.threadId, known + 1)
+          send(conn, { type: 'unread', threadId: message.threadId, count: known + 1 })
+          return
+        }
         const thread = threads.byId(message.threadId)
         if (thread) sendUnread(conn, thread)
       })
