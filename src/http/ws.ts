@@ -80,6 +80,8 @@ interface Conn {
   readonly access: Map<string, { ok: boolean; until: number }>
   /** When the session was last confirmed live on client activity. */
   liveCheckedAt: number
+  /** Patients whose live readings this socket has received (audited once per socket and patient). */
+  readonly liveReadings: Set<string>
   queue: Promise<void>
   pending: number
   alive: boolean
@@ -632,6 +634,7 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
       unread: new Map(),
       access: new Map(),
       liveCheckedAt: 0,
+      liveReadings: new Set(),
       queue: Promise.resolve(),
       pending: 0,
       alive: true,
@@ -768,6 +771,11 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
         if (p.role === 'patient' && p.patientId !== patientId) continue
         enqueue(conn, async () => {
           if (!(await mayReceive(conn, patientId))) return
+          if (!conn.liveReadings.has(patientId)) {
+            // Live readings are a read of the record: the first one per socket and patient is audited.
+            conn.liveReadings.add(patientId)
+            recordFor(conn, 'readings.live', 'allowed', patientId)
+          }
           for (const r of list) {
             send(conn, {
               type: 'reading',

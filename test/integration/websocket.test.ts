@@ -301,6 +301,11 @@ describe('live conversation', () => {
     expect(await pat.next('reading', { patientId: dev.patientId })).toBeTruthy()
     await other.settle()
     expect(other.of('reading')).toEqual([])
+    // Seeing a patient's readings live is a read of the record: audited once per socket and patient.
+    const audited = t.gateway.store.sqlite
+      .prepare("SELECT actor_id FROM audit WHERE action = 'readings.live' AND target = ? ORDER BY actor_id")
+      .all(dev.patientId) as Array<{ actor_id: string }>
+    expect(audited.map((r) => r.actor_id).sort()).toEqual([provider.userId, patient.userId].sort())
   })
 })
 
