@@ -350,12 +350,17 @@ function banner(u: GatewayUrls): string {
     ...(u.mqtt ? [`  MQTT (plain)    ${u.mqtt}`] : []),
     ...(u.ws ? [`  MQTT over WS    ${u.ws}`] : []),
     `  HTTP            ${u.http}    (/healthz, /readyz, /metrics)`,
+    `  REST API        ${u.http}/api/v1    (OpenAPI and a UI to try it: ${u.http}/docs)`,
+    `  WebSocket       ${u.http.replace(/^http/, 'ws')}/api/v1/ws    (docs/websocket.md)`,
     '',
     'Provision a device:',
     `  npx rpm-gateway${dataFlag} patient add --name "Jane Doe"`,
     `  npx rpm-gateway${dataFlag} device add --patient <patient id> --kind bp_cuff`,
     'then connect with the device id as client id and username, and its secret as password',
-    '(docs/devices.md). Try it with simulated devices: npm run simulate -- --help',
+    '(docs/devices.md). Add people who sign in to the API:',
+    `  npx rpm-gateway${dataFlag} user add --role provider --username nurse1 --password-stdin`,
+    `  npx rpm-gateway${dataFlag} careteam add --patient <patient id> --provider nurse1`,
+    'Try it with simulated devices: npm run simulate -- --help',
     '',
   ].join('\n')
 }
