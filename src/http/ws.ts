@@ -26,7 +26,7 @@ export const WS_PROTOCOL = 'rpm.v1'
 /** Close codes: 4000-4999 are for applications (RFC 6455 section 7.4.2). */
 export /** How long a socket trusts an answer of the access policy (a care-team change reaches open sockets within this). */
 const ACCESS_CACHE_MS = 5_000
-/** How often client activity re-confirms the session (revocation is also checked every sessionCheckSeconds). */
+/** How often client activity is recorded toward the session's idle timeout (the session itself is checked on every event). */
 const LIVE_CHECK_MS = 5_000
 
 const CLOSE = {
@@ -247,10 +247,11 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
       endSession(conn, CLOSE.tokenExpired, 'token expired: refresh it and reconnect')
       return false
     }
-    // Client events come in bursts: confirm the session at most every few seconds.
-    if (activity && clock.now() - conn.liveCheckedAt < LIVE_CHECK_MS) return true
+    // Client events come in bursts: record their activity at most every few seconds. Whether the
+    // session still holds (signed out, revoked) is checked on every event all the same.
+    const recordActivity = activity && clock.now() - conn.liveCheckedAt >= LIVE_CHECK_MS
     let ended: string | null
-    if (activity) {
+    if (recordActivity) {
       // Client activity counts toward the session's idle timeout, as a REST request does.
       try {
         await auth.authenticate(conn.token!)
@@ -265,7 +266,7 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
       endSession(conn, CLOSE.sessionEnded, `session ended (${ended}): sign in again`)
       return false
     }
-    if (activity) conn.liveCheckedAt = clock.now()
+    if (recordActivity) conn.liveCheckedAt = clock.now()
     return true
   }
 
@@ -398,6 +399,9 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
       close(conn, CLOSE.unauthenticated, 'unauthenticated: the access token is missing, expired or revoked')
       return
     }
+    // The socket closed while the token was checked: its close handler has run already, and a
+    // user registered now would stay online (and in byUser) for good.
+    if (conn.closing) return
     if (conn.principal) {
       // A fresh token for the same user extends the socket's life; another user needs another socket.
       if (principal.userId !== conn.principal.userId) {
@@ -549,8 +553,9 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
       return sendError(conn, 'RPM_ERR_BAD_REQUEST', 'the message is not valid JSON')
     }
     const type = (body as { type?: unknown } | null)?.type
-    const refValue = typeof (body as { ref?: unknown }).ref === 'string' ? ((body as { ref: string }).ref) : undefined
-    if (typeof type !== 'string' || !(type in validators)) {
+    const refValue = typeof (body as { ref?: unknown } | null)?.ref === 'string' ? ((body as { ref: string }).ref) : undefined
+    // Own keys only: "constructor" or "hasOwnProperty" are no event types.
+    if (typeof type !== 'string' || !Object.hasOwn(validators, type)) {
       if (!conn.principal) return close(conn, CLOSE.unauthenticated, 'unauthenticated: the first message must be auth')
       return sendError(conn, 'RPM_ERR_BAD_REQUEST', `unknown event type; expected one of ${Object.keys(validators).join(', ')}`, refValue)
     }

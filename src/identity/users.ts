@@ -47,9 +47,8 @@ export class Users {
     } else if (input.patientId) {
       throw bad('patientId', 'only patient users are linked to a patient record')
     }
-    if (await this.db.selectFrom('users').select('id').where('username', '=', input.username).executeTakeFirst()) {
-      throw new RpmError('RPM_ERR_CONFLICT', `username ${input.username} is taken`, { details: { field: 'username' } })
-    }
+    const taken = () => new RpmError('RPM_ERR_CONFLICT', `username ${input.username} is taken`, { details: { field: 'username' } })
+    if (await this.db.selectFrom('users').select('id').where('username', '=', input.username).executeTakeFirst()) throw taken()
     const row: UserTable = {
       id: `usr-${randomBytes(6).toString('hex')}`,
       username: input.username,
@@ -62,7 +61,13 @@ export class Users {
       locked_until: null,
       created_at: new Date(this.clock.now()).toISOString(),
     }
-    await this.db.insertInto('users').values(row).execute()
+    try {
+      await this.db.insertInto('users').values(row).execute()
+    } catch (err) {
+      // Another add of the same username finished while this one was hashing the password.
+      if ((err as { code?: unknown }).code === 'SQLITE_CONSTRAINT_UNIQUE') throw taken()
+      throw err
+    }
     return toUser(row)
   }
 

@@ -279,6 +279,17 @@ describe('admin routes', () => {
     expect(t.gateway.audit.verify()).toMatchObject({ ok: true })
   })
 
+  it('add a username once when it is sent several times at once: 201 and 409, never a 500', async () => {
+    const w = await world()
+    const { t } = w
+    const { D } = w.actors
+    const body = { username: 'new.nurse', password: PASSWORD, role: 'provider' }
+    const answers = await Promise.all([1, 2, 3].map(() => api(t, 'POST', '/api/v1/users', { token: D.token, body })))
+    expect(answers.map((r) => r.status).sort()).toEqual([201, 409, 409])
+    for (const r of answers.filter((a) => a.status === 409)) expect(r.body).toMatchObject({ code: 'RPM_ERR_CONFLICT', details: { field: 'username' } })
+    expect((t.gateway.store.sqlite.prepare("SELECT COUNT(*) AS n FROM users WHERE username = 'new.nurse'").get() as { n: number }).n).toBe(1)
+  })
+
   it('refuse a request without a valid token with 401 before looking at its body, and audit it', async () => {
     const w = await world()
     const { t } = w

@@ -158,6 +158,19 @@ describe('signing in on the WebSocket', () => {
     expect(closed.code).toBe(4003)
     expect(closed.reason).toMatch(/session ended/)
   })
+
+  it('refuses a send made right after sign-out, before the periodic session check: nothing is posted', async () => {
+    const { t, patient, threadId } = await clinic()
+    const live = await connect(t, patient)
+    await live.subscribe(threadId)
+    expect((await api(t, 'POST', '/api/v1/auth/logout', { token: patient.token })).status).toBe(204)
+    live.send({ type: 'send', threadId, clientMessageId: 'after-sign-out', text: 'still here?' })
+    const closed = await Promise.race([live.closed, live.next('sent').then((e) => ({ code: 0, reason: `sent: ${JSON.stringify(e)}` }))])
+    expect(closed.code).toBe(4003)
+    expect(live.of('sent')).toEqual([])
+    const posted = t.gateway.store.sqlite.prepare("SELECT COUNT(*) AS n FROM messages WHERE client_message_id = 'after-sign-out'").get() as { n: number }
+    expect(posted.n).toBe(0)
+  })
 })
 
 describe('live conversation', () => {
@@ -206,6 +219,26 @@ describe('live conversation', () => {
     const gone = await pat.next('presence', { userId: provider.userId, status: 'offline' })
     expect(Date.parse(gone.lastActiveAt)).toBeLessThanOrEqual(Date.now())
     expect(auditOf(t, 'message.post').filter((r) => r.details_json?.includes('"via":"ws"'))).toHaveLength(2)
+  })
+
+  it('a socket that closes while its sign-in is being checked leaves no one online', async () => {
+    const { t, patient, provider, threadId } = await clinic()
+    const nurse = await connect(t, provider)
+    await nurse.subscribe(threadId)
+    // Sockets of the patient that go away right after sending their token (the close lands
+    // before, during or after the token check, depending on timing: try a few).
+    for (let i = 0; i < 12; i++) {
+      const gone = await open(t)
+      gone.send({ type: 'auth', token: patient.token })
+      gone.ws.terminate()
+      await gone.closed
+    }
+    await new Promise((r) => setTimeout(r, 200))
+    const pat = await connect(t, patient)
+    await pat.subscribe(threadId)
+    expect(await nurse.next('presence', { userId: patient.userId })).toMatchObject({ status: 'online' })
+    pat.ws.close()
+    expect(await nurse.next('presence', { userId: patient.userId, status: 'offline' })).toBeTruthy()
   })
 
   it('presence turns away after a quiet spell and back to online with activity', async () => {
@@ -372,5 +405,18 @@ describe('limits', () => {
     expect(live.ws.readyState).toBe(WebSocket.OPEN)
     live.ws.send(JSON.stringify({ type: 'ping', ref: 'x'.repeat(20_000) }))
     expect((await live.closed).code).toBe(1009)
+  })
+
+  it('answers JSON that is not an event object, or names no event of its own, with an error and stays open', async () => {
+    const { t, patient } = await clinic()
+    const live = await connect(t, patient)
+    for (const raw of ['null', '{"type":"hasOwnProperty"}', '{"type":"constructor","ref":"c"}', '{"type":"__proto__"}']) {
+      const from = live.events.length
+      live.ws.send(raw)
+      const error = await live.next('error', {}, from)
+      expect(error.code).toBe('RPM_ERR_BAD_REQUEST')
+    }
+    await live.settle()
+    expect(live.ws.readyState).toBe(WebSocket.OPEN)
   })
 })
