@@ -82,7 +82,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
   const audit = new AuditLog(store.sqlite, clock)
   const registry = new Registry(store.db, clock)
   const users = new Users(store.db, clock)
-  const auth = new Auth(store.db, config.auth, loadTokenKey(config.auth, config.dataDir), audit, clock)
+  const auth = new Auth(store.db, config.auth, loadTokenKey(config.auth, config.dataDir), audit, clock, bus)
   const access = new AccessPolicy(store.db, config.auth, clock)
   const threads = new Threads(store, bus, clock)
   const ingest = new Ingest(config.ingest, store, bus, clock, metrics, log.child({ module: 'ingest' }))

@@ -4,6 +4,8 @@ import type { Message } from './threads/types.ts'
 
 /** Every event on the bus, by name. Names are `noun.pastTense`. */
 export interface GatewayEvents {
+  /** A sign-in session was ended (sign-out, refresh-token reuse): its sockets close at once. */
+  'session.ended': [event: { sessionId: string; reason: string }]
   /** A batch of readings committed to the journal (first time only; redeliveries are not repeated). */
   'reading.accepted': [readings: readonly AcceptedReading[]]
   /** A reading set aside with its reason. */

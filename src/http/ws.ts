@@ -798,6 +798,14 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
   bus.on('receipt.updated', onReceipt)
   bus.on('reading.accepted', onReadings)
 
+  // Sign-out (or a reused refresh token) ends the session's sockets at once, not at the next check.
+  const onSessionEnded = ({ sessionId, reason }: GatewayEvents['session.ended'][0]) => {
+    for (const conn of conns) {
+      if (conn.principal?.sessionId === sessionId && !conn.closing) endSession(conn, CLOSE.sessionEnded, `session ended (${reason}): sign in again`)
+    }
+  }
+  bus.on('session.ended', onSessionEnded)
+
   // Protocol pings (RFC 6455 5.5.2): a socket that has not answered since the last one is dead.
   const heartbeat = setInterval(() => {
     for (const conn of conns) {
@@ -824,6 +832,7 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
     bus.off('message.updated', onUpdated)
     bus.off('receipt.updated', onReceipt)
     bus.off('reading.accepted', onReadings)
+    bus.off('session.ended', onSessionEnded)
     for (const conn of conns) close(conn, CLOSE.goingAway, 'server shutting down')
     done()
   })

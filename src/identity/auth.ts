@@ -8,6 +8,7 @@ import type { Clock } from '../clock.ts'
 import type { GatewayConfig } from '../config/load.ts'
 import { generateSecret, hashPassword, verifySecret } from '../crypto/secrets.ts'
 import { RpmError } from '../errors.ts'
+import type { EventBus } from '../events.ts'
 import type { Database } from '../store/db.ts'
 import type { Role } from '../store/schema.ts'
 import { type User, toUser } from './users.ts'
@@ -60,6 +61,7 @@ export class Auth {
     private readonly key: Uint8Array,
     private readonly audit: AuditLog,
     private readonly clock: Clock,
+    private readonly bus?: EventBus,
   ) {
     this.#decoy = hashPassword(generateSecret())
   }
@@ -163,12 +165,13 @@ export class Auth {
   }
 
   async revoke(sessionId: string, reason: string): Promise<void> {
-    await this.db
+    const result = await this.db
       .updateTable('sessions')
       .set({ revoked_at: iso(this.clock.now()), revoked_reason: reason })
       .where('id', '=', sessionId)
       .where('revoked_at', 'is', null)
-      .execute()
+      .executeTakeFirst()
+    if (Number(result.numUpdatedRows) > 0) this.bus?.emit('session.ended', { sessionId, reason })
   }
 
   /**

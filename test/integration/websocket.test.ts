@@ -159,6 +159,16 @@ describe('signing in on the WebSocket', () => {
     expect(closed.reason).toMatch(/session ended/)
   })
 
+  it('closes the session\'s sockets on sign-out itself, not at the next periodic check', async () => {
+    // With five minutes between periodic checks, only sign-out itself can close the socket in time.
+    const { t, provider } = await clinic({ 'websocket.sessionCheckSeconds': 300 })
+    const live = await connect(t, provider)
+    expect((await api(t, 'POST', '/api/v1/auth/logout', { token: provider.token })).status).toBe(204)
+    const closed = await live.closed
+    expect(closed.code).toBe(4003)
+    expect(closed.reason).toMatch(/signed out/)
+  })
+
   it('refuses a send made right after sign-out, before the periodic session check: nothing is posted', async () => {
     const { t, patient, threadId } = await clinic()
     const live = await connect(t, patient)
