@@ -18,6 +18,8 @@ import { auditEntrySchema, deviceSchema, errorResponses, idPattern, patientSchem
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal | null
+    /** Set once this request has an audit entry, so a failure is not recorded twice. */
+    audited: boolean
   }
 }
 
@@ -40,9 +42,11 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
   const loginGuard = new AddressGuard({ connectsPerMinute: 1_000_000, failuresBeforeDelay: 10, failureDelayMs: 500 }, deps.clock)
   app.addHook('onClose', async () => loginGuard.close())
   app.decorateRequest('principal', null)
+  app.decorateRequest('audited', false)
 
   const guards = makeGuards({ auth, access, audit })
   const { record, signedIn } = guards
+  guards.auditFailures(app)
 
   /** Clinical access to one patient; anything else answers 404 so the record's existence does not leak. */
   const clinical = (req: FastifyRequest, patientId: string, action: string): Promise<AccessBasis> =>

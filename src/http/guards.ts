@@ -1,4 +1,4 @@
-import type { FastifyRequest } from 'fastify'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { AuditLog } from '../audit/audit.ts'
 import { RpmError, isRpmError } from '../errors.ts'
 import type { AccessBasis, AccessPolicy } from '../identity/access.ts'
@@ -18,6 +18,8 @@ export interface Guards {
   signedIn(...roles: Role[]): (req: FastifyRequest) => Promise<void>
   /** The basis on which the caller may see this patient's clinical record, or a 404 (audited). */
   clinical(req: FastifyRequest, patientId: string, action: string, refusal: { target: string; error: RpmError }): Promise<AccessBasis>
+  /** Adds an onError hook to the plugin: failed writes by signed-in callers are audited. */
+  auditFailures(app: FastifyInstance): void
 }
 
 /** Route guards for a plugin: sign-in, role, clinical access, and the audit entry for each. */
@@ -25,6 +27,7 @@ export function makeGuards(deps: GuardDeps): Guards {
   const { auth, access, audit } = deps
 
   const record: Guards['record'] = (req, action, outcome, target, details) => {
+    req.audited = true
     const p = req.principal
     audit.record({
       actorType: p ? 'user' : 'anonymous',
@@ -59,6 +62,18 @@ export function makeGuards(deps: GuardDeps): Guards {
     }
   }
 
+  // A signed-in request that changes something and fails on the way (an unknown patient, a
+  // conflict) is a refusal too: record it when the route did not.
+  const auditFailures: Guards['auditFailures'] = (app) => {
+    app.addHook('onError', async (req, _reply, err) => {
+      if (req.audited || !req.principal || req.method === 'GET') return
+      const target = (req.params as { patientId?: string; threadId?: string; deviceId?: string } | undefined)
+      record(req, `${req.method} ${req.routeOptions.url}`, 'denied', target?.patientId ?? target?.threadId ?? target?.deviceId, {
+        code: isRpmError(err) ? err.code : 'RPM_ERR_INTERNAL',
+      })
+    })
+  }
+
   const clinical: Guards['clinical'] = async (req, patientId, action, refusal) => {
     const basis = await access.clinical(req.principal!, patientId)
     if (!basis) {
@@ -68,5 +83,5 @@ export function makeGuards(deps: GuardDeps): Guards {
     return basis
   }
 
-  return { record, signedIn, clinical }
+  return { record, signedIn, clinical, auditFailures }
 }

@@ -119,7 +119,9 @@ export async function visiblePatientIds(deps: { store: Store; access: AccessPoli
 /** Threads and messages under /api/v1: one thread per patient with their care team. */
 export async function threadRoutes(app: FastifyInstance, deps: ThreadRouteDeps): Promise<void> {
   const { threads, access, store, clock } = deps
-  const { record, signedIn, clinical } = makeGuards(deps)
+  const guards = makeGuards(deps)
+  const { record, signedIn, clinical } = guards
+  guards.auditFailures(app)
   if (!app.hasRequestDecorator('principal')) app.decorateRequest('principal', null)
 
   const viewerOf = (req: FastifyRequest): Viewer => ({ userId: req.principal!.userId, role: req.principal!.role })

@@ -91,7 +91,10 @@ export function startThreadBridge(deps: BridgeDeps): () => void {
     try {
       const thread = threads.ensure(e.patientId)
       if (body.type === 'message') {
-        if (e.kind !== 'hub') return refuse(e.deviceId, 'RPM_ERR_EVENT_INVALID', { message: 'only a hub may post messages', path: '/type' })
+        if (e.kind !== 'hub') {
+          audit.record({ actorType: 'device', actorId: e.deviceId, action: 'message.post', target: thread.id, outcome: 'denied', details: { code: 'RPM_ERR_EVENT_INVALID', reason: 'not a hub' } })
+          return refuse(e.deviceId, 'RPM_ERR_EVENT_INVALID', { message: 'only a hub may post messages', path: '/type' })
+        }
         if (!validHubMessage(body)) return refuse(e.deviceId, 'RPM_ERR_EVENT_INVALID', firstProblem(validHubMessage.errors))
         const { message, created } = threads.post({
           threadId: thread.id,

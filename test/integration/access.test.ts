@@ -290,6 +290,21 @@ describe('admin routes', () => {
     expect((t.gateway.store.sqlite.prepare("SELECT COUNT(*) AS n FROM users WHERE username = 'new.nurse'").get() as { n: number }).n).toBe(1)
   })
 
+  it('audit an admin change that fails (an unknown patient) as a refusal', async () => {
+    const w = await world()
+    const { t } = w
+    const { D } = w.actors
+    expect((await api(t, 'POST', '/api/v1/patients/pat-nobody/devices', { token: D.token, body: { kind: 'scale' } })).status).toBe(404)
+    expect((await api(t, 'POST', '/api/v1/patients/pat-nobody/care-team', { token: D.token, body: { provider: 'nobody' } })).status).toBe(404)
+    const rows = t.gateway.store.sqlite
+      .prepare("SELECT action, target, outcome, actor_id, details_json FROM audit WHERE target = 'pat-nobody' ORDER BY id")
+      .all() as Array<{ action: string; target: string; outcome: string; actor_id: string; details_json: string }>
+    expect(rows.map((r) => [r.action, r.outcome, r.actor_id, JSON.parse(r.details_json).code])).toEqual([
+      ['POST /api/v1/patients/:patientId/devices', 'denied', D.id, 'RPM_ERR_NOT_FOUND'],
+      ['POST /api/v1/patients/:patientId/care-team', 'denied', D.id, 'RPM_ERR_NOT_FOUND'],
+    ])
+  })
+
   it('refuse a request without a valid token with 401 before looking at its body, and audit it', async () => {
     const w = await world()
     const { t } = w

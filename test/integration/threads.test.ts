@@ -271,7 +271,10 @@ describe('readings and devices in the thread', () => {
     expect(after.items.map((m) => [m.kind, m.data])).toEqual([
       ['device_event', { deviceId: dev.deviceId, deviceKind: 'bp_cuff', event: { type: 'medication_taken', medicationId: 'med-1' } }],
     ])
-    expect(auditOf(t, 'message.post').filter((r) => r.actor_type === 'device').map((r) => r.actor_id)).toEqual([hubDevice.deviceId, hubDevice.deviceId])
+    const byDevices = auditOf(t, 'message.post').filter((r) => r.actor_type === 'device')
+    expect(byDevices.filter((r) => r.outcome === 'allowed').map((r) => r.actor_id)).toEqual([hubDevice.deviceId, hubDevice.deviceId])
+    // The cuff's refused message is audited too.
+    expect(byDevices.filter((r) => r.outcome === 'denied').map((r) => r.actor_id)).toEqual([dev.deviceId])
   })
 
   it('a provider\'s message reaches the patient\'s hub on devices/{hubId}/commands', async () => {
