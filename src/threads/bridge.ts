@@ -113,11 +113,14 @@ export function startThreadBridge(deps: BridgeDeps): () => void {
       if (Buffer.byteLength(json) > MAX_EVENT_BYTES) {
         return refuse(e.deviceId, 'RPM_ERR_EVENT_INVALID', { message: `the event is larger than ${MAX_EVENT_BYTES} bytes` })
       }
+      // An event's own `id` makes a redelivery (QoS1 resend after a reconnect) post once.
+      const eventId = (body as { id?: unknown }).id
       threads.post({
         threadId: thread.id,
         sender: { type: 'device', deviceId: e.deviceId, role: 'device' },
         kind: 'device_event',
         data: { deviceId: e.deviceId, deviceKind: e.kind, event: body },
+        ...(typeof eventId === 'string' && new RegExp(clientIdPattern).test(eventId) ? { clientMessageId: `event:${eventId}` } : {}),
       })
     } catch (err) {
       log.error({ patientId: e.patientId, deviceId: e.deviceId, err: (err as Error).message }, 'posting a device event to the thread failed')

@@ -265,11 +265,13 @@ describe('readings and devices in the thread', () => {
     await cuff.publishAsync(`devices/${dev.deviceId}/events`, JSON.stringify({ type: 'message', text: 'hi' }), { qos: 1 })
     expect(JSON.parse((await refused).toString())).toMatchObject({ code: 'RPM_ERR_EVENT_INVALID', path: '/type' })
 
-    // Other device events are structured messages.
-    await cuff.publishAsync(`devices/${dev.deviceId}/events`, JSON.stringify({ type: 'medication_taken', medicationId: 'med-1' }), { qos: 1 })
+    // Other device events are structured messages; with an id, a resend posts once.
+    const taken = JSON.stringify({ type: 'medication_taken', medicationId: 'med-1', id: 'evt-1' })
+    await cuff.publishAsync(`devices/${dev.deviceId}/events`, taken, { qos: 1 })
+    await cuff.publishAsync(`devices/${dev.deviceId}/events`, taken, { qos: 1 })
     const after = await history(t, provider, threadId, '?after=1')
     expect(after.items.map((m) => [m.kind, m.data])).toEqual([
-      ['device_event', { deviceId: dev.deviceId, deviceKind: 'bp_cuff', event: { type: 'medication_taken', medicationId: 'med-1' } }],
+      ['device_event', { deviceId: dev.deviceId, deviceKind: 'bp_cuff', event: { type: 'medication_taken', medicationId: 'med-1', id: 'evt-1' } }],
     ])
     const byDevices = auditOf(t, 'message.post').filter((r) => r.actor_type === 'device')
     expect(byDevices.filter((r) => r.outcome === 'allowed').map((r) => r.actor_id)).toEqual([hubDevice.deviceId, hubDevice.deviceId])
