@@ -154,7 +154,8 @@ export class Auth {
       this.audit.record({ actorType: 'user', actorId: user.id, action: 'auth.refresh', outcome: 'denied', address, details: { code: 'RPM_ERR_SESSION_ENDED', reason: 'account disabled' } })
       throw new RpmError('RPM_ERR_SESSION_ENDED', 'the account is disabled')
     }
-    await this.db.updateTable('sessions').set({ last_active_at: iso(now) }).where('id', '=', session.id).execute()
+    // A refresh is not activity: an app that refreshes on a timer in the background must not keep
+    // an unattended session from logging off. Only requests made with the access token count.
     this.audit.record({ actorType: 'user', actorId: user.id, action: 'auth.refresh', outcome: 'allowed', address, details: { sessionId: session.id } })
     return this.#issue(toUser(user), session.id)
   }

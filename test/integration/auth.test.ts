@@ -211,6 +211,17 @@ describe('automatic logoff', () => {
     expect((await me(t, rotated.body.accessToken)).status).toBe(401)
   })
 
+  it('does not count token refreshes as activity: an app refreshing in the background still logs off', async () => {
+    const { t, clock } = await gatewayWithUser({ 'auth.idleTimeoutSeconds': 60, 'auth.accessTokenTtlSeconds': 3600 })
+    const session = await login(t, 'nurse.ada', PASSWORD)
+    clock.advanceSeconds(50)
+    const rotated = await refresh(t, session.refreshToken)
+    expect(rotated.status).toBe(200)
+    clock.advanceSeconds(50) // 100 s since the last request, 50 s since the refresh
+    expect((await me(t, rotated.body.accessToken)).status).toBe(401)
+    expect((await refresh(t, rotated.body.refreshToken)).status).toBe(401)
+  })
+
   it('ends a session after auth.sessionTtlSeconds however active it is', async () => {
     const { t, clock } = await gatewayWithUser({ 'auth.sessionTtlSeconds': 300, 'auth.idleTimeoutSeconds': 3600, 'auth.accessTokenTtlSeconds': 3600 })
     const session = await login(t, 'nurse.ada', PASSWORD)
