@@ -27,7 +27,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { chatKeys, summariseProfile, type ProfileSummary } from './cpu-profile.ts'
-import { forkChild, int, lpad, machineCpu, machineInfo, machineLines, ms, newestProfile, pad, parseSettings, pct, Peer, RESULTS_DIR, usageOf } from './harness.ts'
+import { forkChild, int, lpad, machineCpu, machineInfo, machineLines, ms, newestProfile, pad, parseSettings, pct, Peer, RESULTS_DIR, usageOf, numberOption } from './harness.ts'
 import { LatencyHistogram, type LatencySummary } from './histogram.ts'
 import { cpuDelta, cpuSnapshot } from './process-stats.ts'
 import type { ChatReport, ChatServerStats, ChatSocketSpec, FromChatServer, FromChatWorker, ToChatServer, ToChatWorker } from './protocol.ts'
@@ -78,13 +78,7 @@ function options(): Options {
     process.exit(0)
   }
   const env = process.env
-  const num = (flag: string | undefined, name: string, fallback: number, min: number): number => {
-    const raw = flag ?? env[`BENCH_${name}`]
-    if (raw === undefined) return fallback
-    const n = Number(raw)
-    if (!Number.isFinite(n) || n < min) throw new Error(`--${name.toLowerCase()} must be a number >= ${min}, got "${raw}"`)
-    return n
-  }
+  const num = numberOption
   const quick = values.quick ?? /^(1|true|yes)$/i.test(env.BENCH_QUICK ?? '')
   const participants = Math.floor(num(values.participants, 'PARTICIPANTS', 10, 2))
   const providers = Math.floor(num(values.providers, 'PROVIDERS', 90, 1))

@@ -162,6 +162,15 @@ export function machineLines(machine: MachineInfo, dataDir: string): string[] {
 
 // ---------------------------------------------------------------- options and formatting
 
+/** A numeric option from `--name` or the BENCH_NAME environment variable, at least `min`. */
+export function numberOption(flag: string | undefined, name: string, fallback: number, min: number): number {
+  const raw = flag ?? process.env[`BENCH_${name}`]
+  if (raw === undefined) return fallback
+  const n = Number(raw)
+  if (!Number.isFinite(n) || n < min) throw new Error(`--${name.toLowerCase()} must be a number >= ${min}, got "${raw}"`)
+  return n
+}
+
 /** `--set key=value` pairs as gateway config overrides: numbers, booleans, JSON for lists and objects. */
 export function parseSettings(pairs: readonly string[]): Record<string, string | number | boolean> {
   const settings: Record<string, string | number | boolean> = {}

@@ -21,7 +21,7 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { ensureDevelopmentPki, serverNames } from '../src/broker/pki.ts'
 import { summariseProfile, type ProfileSummary } from './cpu-profile.ts'
-import { forkChild, int, lpad, machineCpu, machineInfo, machineLines, ms, newestProfile, pad, parseSettings, pct, Peer, RESULTS_DIR, usageOf } from './harness.ts'
+import { forkChild, int, lpad, machineCpu, machineInfo, machineLines, ms, newestProfile, pad, parseSettings, pct, Peer, RESULTS_DIR, usageOf, numberOption } from './harness.ts'
 import { LatencyHistogram, type LatencySummary } from './histogram.ts'
 import { cpuDelta, cpuSnapshot } from './process-stats.ts'
 import type { BenchDevice, CpuSnapshot, FromServer, FromWorker, ServerStart, ToServer, ToWorker, WorkerMark } from './protocol.ts'
@@ -74,13 +74,7 @@ function options(): Options {
     process.exit(0)
   }
   const env = process.env
-  const num = (flag: string | undefined, name: string, fallback: number, min: number): number => {
-    const raw = flag ?? env[`BENCH_${name}`]
-    if (raw === undefined) return fallback
-    const n = Number(raw)
-    if (!Number.isFinite(n) || n < min) throw new Error(`--${name.toLowerCase()} must be a number >= ${min}, got "${raw}"`)
-    return n
-  }
+  const num = numberOption
   const quick = values.quick ?? /^(1|true|yes)$/i.test(env.BENCH_QUICK ?? '')
   const durationS = num(values.duration, 'DURATION', quick ? 3 : 10, 1)
   const only = (values.only ?? env.BENCH_ONLY ?? 'bare,gateway').split(',').map((s) => s.trim())
