@@ -491,11 +491,11 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
   const sendMessage = async (conn: Conn, e: Extract<ClientEvent, { type: 'send' }>) => {
     const p = conn.principal!
     const { thread, basis } = await visibleThread(conn, e.threadId, 'message.post')
-    let result: { message: Message; created: boolean }
+    let result: { message: Message; created: boolean; announce: () => void }
     try {
       // The message and its audit entry in one commit: one disk sync per send, not two.
       result = store.sqlite.transaction(() => {
-        const posted = threads.post({
+        const posted = threads.postQuietly({
           threadId: thread.id,
           sender: { type: 'user', userId: p.userId, role: p.role },
           kind: 'text',
@@ -510,6 +510,7 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
       if (isRpmError(err) && err.status < 500) recordFor(conn, 'message.post', 'denied', thread.id, { code: err.code })
       throw err
     }
+    result.announce() // only once the message and its audit entry are committed
     const { message, created } = result
     live.stoppedTyping(p.userId, thread.id)
     send(conn, { type: 'sent', clientMessageId: e.clientMessageId, created, message })

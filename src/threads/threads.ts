@@ -148,13 +148,26 @@ export class Threads {
    * sent this clientMessageId in this thread (a retry), so a retry never duplicates.
    */
   post(input: PostInput): { message: Message; created: boolean } {
+    const { message, created, announce } = this.postQuietly(input)
+    announce()
+    return { message, created }
+  }
+
+  /**
+   * Posts without announcing: for a caller that commits more in the same transaction (an audit
+   * entry) and calls `announce` once its own commit is done, so nobody hears of a message that
+   * was rolled back.
+   */
+  postQuietly(input: PostInput): { message: Message; created: boolean; announce: () => void } {
     const thread = this.byId(input.threadId)
     if (!thread) throw notFound(input.threadId)
     // IMMEDIATE: take the write lock before reading, so another process cannot slip in between.
     const { row, created } = this.#store.sqlite.transaction(() => this.#insert(thread, input)).immediate()
     const message = toMessage(row)
-    if (created) this.#bus.emit('message.posted', { patientId: thread.patientId, message })
-    return { message, created }
+    const announce = () => {
+      if (created) this.#bus.emit('message.posted', { patientId: thread.patientId, message })
+    }
+    return { message, created, announce }
   }
 
   /**
