@@ -16,7 +16,7 @@ import type { Store } from '../store/db.ts'
 import { AddressGuard } from './guard.ts'
 import { LimitedConnection } from './packet-limit.ts'
 import type { TlsMaterial } from './pki.ts'
-import { deviceTopic, mayPublish, maySubscribe, parseDeviceTopic } from './topics.ts'
+import { deviceTopic, mayPublish, maySubscribe } from './topics.ts'
 
 export interface ConnectionInfo {
   address: string
@@ -425,4 +425,3 @@ export class DeviceBroker {
   }
 }
 
-export { parseDeviceTopic }

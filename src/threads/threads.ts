@@ -171,25 +171,6 @@ export class Threads {
   }
 
   /**
-   * Posts several messages (to any threads) in one transaction: one disk sync for a whole batch
-   * of readings rather than one per reading. Events follow the commit.
-   */
-  postMany(inputs: readonly PostInput[]): Array<{ message: Message; created: boolean }> {
-    const done = this.#store.sqlite.transaction(() =>
-      inputs.map((input) => {
-        const thread = this.byId(input.threadId)
-        if (!thread) throw notFound(input.threadId)
-        return { thread, ...this.#insert(thread, input) }
-      }),
-    ).immediate()
-    return done.map(({ thread, row, created }) => {
-      const message = toMessage(row)
-      if (created) this.#bus.emit('message.posted', { patientId: thread.patientId, message })
-      return { message, created }
-    })
-  }
-
-  /**
    * Inside the journal's own commit (the caller's transaction): one structured message per
    * accepted reading, so a reading and its thread message are stored together or not at all.
    * Returns what to announce once the commit is done.
