@@ -15,8 +15,11 @@ import { Ingest } from './ingest/ingest.ts'
 import { createLogger } from './log.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
 import { Registry } from './registry/registry.ts'
+import { Reminders, checkReminderConfig } from './reminders/reminders.ts'
 import { startCheckpointer } from './store/checkpointer.ts'
 import { openStore, type Store } from './store/db.ts'
+import { RuleEngine, loadRules } from './rules/engine.ts'
+import { rulesDir } from './rules/load.ts'
 import { startThreadBridge } from './threads/bridge.ts'
 import { Threads } from './threads/threads.ts'
 
@@ -44,8 +47,10 @@ export interface Gateway {
   readonly metrics: Metrics
   readonly audit: AuditLog
   readonly threads: Threads
+  readonly rules: RuleEngine
   readonly broker: DeviceBroker
   readonly http: FastifyInstance
+  readonly reminders: Reminders
   start(): Promise<GatewayUrls>
   stop(): Promise<void>
   urls(): GatewayUrls
@@ -74,6 +79,9 @@ const hostForUrl = (h: string) => (h === '0.0.0.0' || h === '::' ? 'localhost' :
 export async function buildGateway(config: Readonly<GatewayConfig>, deps: GatewayDeps = {}): Promise<Gateway> {
   const clock = deps.clock ?? systemClock
   const log = deps.log ?? createLogger(config.log.level)
+  // Rule files and the reminder clock first: a mistake stops the start before anything is opened.
+  loadRules(rulesDir(config.rules.dir))
+  checkReminderConfig(config.reminders)
   const { material, caFile } = await tlsFor(config)
   const store = await openStore(config.dataDir)
   const checkpointer = startCheckpointer(store.sqlite, store.file, log.child({ module: 'store' }))
@@ -94,6 +102,18 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     log: log.child({ module: 'threads' }),
     onJournalCommit: (hook) => ingest.addCommitHook(hook),
   })
+  // Alerts are written after the readings' thread messages, in the same journal commit.
+  const rules = new RuleEngine({
+    rules: { ...config.rules, dir: rulesDir(config.rules.dir) },
+    alerts: config.alerts,
+    store,
+    bus,
+    clock,
+    log: log.child({ module: 'rules' }),
+    metrics,
+    post: (patientId, text, data) => threads.postSystem(patientId, 'alert', text, data).announce,
+    onJournalCommit: (hook) => ingest.addCommitHook(hook),
+  })
   const broker = await DeviceBroker.create({
     config: config.mqtt,
     tls: material,
@@ -105,6 +125,18 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     log: log.child({ module: 'broker' }),
     clock,
   })
+  // Reminders post into threads only through this narrow function.
+  const reminders = new Reminders({
+    config: config.reminders,
+    store,
+    bus,
+    clock,
+    log: log.child({ module: 'reminders' }),
+    postToThread: (patientId, text, data, key) => {
+      const { message, created, announce } = threads.postSystem(patientId, 'reminder', text, data, key)
+      return { messageId: message.id, created, announce }
+    },
+  })
   let started = false
   const http = await buildHttpServer({
     config: config.http,
@@ -115,6 +147,8 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     tls: material,
     api: { store, auth, access, users, registry, audit, clock },
     threads: { threads, store, auth, access, audit, clock },
+    alerts: { rules, store, bus, auth, access, audit, clock },
+    reminders: { reminders, auth, access, audit },
     live: { config: config.websocket, threads, store, auth, access, audit, clock, bus, metrics, log: log.child({ module: 'ws' }) },
     readiness: {
       database: () => store.sqlite.open,
@@ -148,8 +182,10 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     metrics,
     audit,
     threads,
+    rules,
     broker,
     http,
+    reminders,
     urls,
     async start() {
       await broker.listen()
@@ -161,16 +197,20 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
         throw new RpmError('RPM_ERR_UNAVAILABLE', `cannot listen for HTTP on ${config.http.host}:${config.http.port}: ${code === 'EADDRINUSE' ? 'the port is in use' : (err as Error).message}`, { cause: err })
       }
       httpPort = (http.server.address() as { port: number }).port
+      reminders.start() // catches up what came due while the gateway was down, then follows reminders.cron
+      rules.start()
       started = true
       return urls()
     },
     async stop() {
       started = false
+      await reminders.stop() // no reminder ticks while the broker and the database close
       // Commit what is queued so every reading already received gets its PUBACK or its error.
       ingest.flush()
       await broker.close()
       ingest.close()
       stopThreadBridge()
+      rules.stop()
       await http.close()
       await checkpointer.stop()
       await store.close()

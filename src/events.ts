@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import type { AcceptedReading } from './ingest/types.ts'
 import type { Message } from './threads/types.ts'
+import type { Alert, AlertChange } from './rules/types.ts'
 
 /** Every event on the bus, by name. Names are `noun.pastTense`. */
 export interface GatewayEvents {
@@ -24,6 +25,21 @@ export interface GatewayEvents {
   'message.updated': [event: { patientId: string; change: 'edited' | 'deleted'; message: Message }]
   /** A participant's read or delivered horizon in a thread moved forward. */
   'receipt.updated': [event: { patientId: string; threadId: string; userId: string; readSeq: number; deliveredSeq: number }]
+  /** A new alert (or one reopened): the care team is to be told at once. Announced after its commit. */
+  'alert.raised': [event: { alert: Alert }]
+  /** Any change to an alert, the raise included; `alert` is its new state. */
+  'alert.updated': [event: { alert: Alert; change: AlertChange }]
+  /**
+   * An unacknowledged alert reached a further tier (`reminder` 0) or is repeated to the tiers it
+   * has reached (`reminder` 1, 2, ...). `recipients` are user ids; `added` the ones new at this step.
+   */
+  'alert.escalated': [event: { alert: Alert; tier: number; tierName: 'care_team' | 'on_call' | 'admin'; reminder: number; recipients: string[]; added: string[] }]
+  /** A reminder came due and was posted in the patient's thread. */
+  'reminder.due': [event: { patientId: string; occurrenceId: string; scheduleId: string; kind: 'medication' | 'measurement'; dueAt: string }]
+  /** A medication dose was confirmed (thread, API or device). */
+  'dose.taken': [event: { patientId: string; occurrenceId: string | null; scheduleId: string | null; medicationId: string | null; at: string; source: string }]
+  /** A medication dose was not confirmed within the grace window. */
+  'dose.missed': [event: { patientId: string; occurrenceId: string; scheduleId: string; dueAt: string }]
 }
 
 /** The typed event bus the domain modules talk through. One per gateway; no globals. */

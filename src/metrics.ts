@@ -59,6 +59,20 @@ export function createMetrics() {
       registers: [registry],
     }),
     commitFailures: new Counter({ name: 'rpm_journal_commit_failures_total', help: 'Journal commits that failed (nothing acknowledged)', registers: [registry] }),
+    alertChanges: new Counter({
+      name: 'rpm_alert_changes_total',
+      help: 'Changes to alerts, by change (raised, repeated, severity_raised, acknowledged, snoozed, escalated, resolved) and severity',
+      labelNames: ['change', 'severity'] as const,
+      registers: [registry],
+    }),
+    alertsUnresolved: new Gauge({ name: 'rpm_alerts_unresolved', help: 'Alerts open or acknowledged', registers: [registry] }),
+    rulesReloads: new Counter({
+      name: 'rpm_rules_reloads_total',
+      help: 'Changes to the rule files, applied or refused',
+      labelNames: ['outcome'] as const,
+      registers: [registry],
+    }),
+    rulesRefused: new Gauge({ name: 'rpm_rules_change_refused', help: '1 while the rule files on disk hold a refused change (the previous rules are in force)', registers: [registry] }),
   }
 }
 

@@ -13,6 +13,16 @@ import { Users } from '../identity/users.ts'
 import { listQuarantine, listReadings } from '../ingest/queries.ts'
 import { createLogger } from '../log.ts'
 import { DEVICE_KINDS, Registry } from '../registry/registry.ts'
+import { ReminderRecords } from '../reminders/records.ts'
+import { DAY_NAMES, parseDays } from '../reminders/schedule.ts'
+import type { AdherencePeriod } from '../reminders/types.ts'
+import { READING_TYPES } from '../ingest/types.ts'
+import { ReadingValidator } from '../ingest/readings.ts'
+import type { NormalisedReading } from '../ingest/types.ts'
+import { addOnCall } from '../rules/on-call.ts'
+import { RuleLoadError, loadRuleDir, rulesDir } from '../rules/load.ts'
+import { rulesForPatient, simulate } from '../rules/simulate.ts'
+import type { RuleOverride } from '../rules/spec.ts'
 import { openStore, type Store } from '../store/db.ts'
 import type { DeviceKind, Role } from '../store/schema.ts'
 
@@ -323,6 +333,194 @@ export function buildProgram(): Command {
         return page
       })
       out.print(table(result.items as unknown as Array<Record<string, unknown>>, ['receivedAt', 'code', 'path', 'seq', 'message']), result)
+    })
+
+  // --- reminders -----------------------------------------------------------------------------
+
+  const reminder = program.command('reminder').description('medication and measurement reminders')
+  reminder
+    .command('add')
+    .description('add a medication reminder (--medication) or a measurement reminder (--measure)')
+    .requiredOption('--patient <id>', 'patient id')
+    .option('--medication <name>', 'the medication, e.g. Metformin')
+    .option('--dose <dose>', 'the dose, e.g. "500 mg"')
+    .addOption(new Option('--measure <type>', 'the reading to take').choices([...READING_TYPES]))
+    .requiredOption('--times <list>', 'local times HH:MM (24-hour), comma-separated, e.g. 08:00,20:00')
+    .option('--days <list>', 'mon,tue,... or 1..7 (Monday = 1); default every day')
+    .option('--instructions <text>', 'shown with the reminder, e.g. "with food"')
+    .option('--starts-on <date>', 'first local date YYYY-MM-DD (default: today in the patient\'s zone)')
+    .option('--ends-on <date>', 'last local date YYYY-MM-DD, inclusive')
+    .option('--timezone <tz>', 'IANA time zone of the times (default: the patient\'s)')
+    .action(async (o: { patient: string; medication?: string; dose?: string; measure?: string; times: string; days?: string; instructions?: string; startsOn?: string; endsOn?: string; timezone?: string }, cmd: Command) => {
+      const out = output(g(cmd))
+      if ((o.medication === undefined) === (o.measure === undefined)) {
+        throw new RpmError('RPM_ERR_BAD_REQUEST', 'give either --medication NAME or --measure TYPE', { details: { field: 'medication' } })
+      }
+      let days: number[] | undefined
+      try {
+        days = o.days === undefined ? undefined : parseDays(o.days)
+      } catch (err) {
+        throw new RpmError('RPM_ERR_BAD_REQUEST', (err as Error).message, { details: { field: 'days' } })
+      }
+      const created = await withStore(g(cmd), async (store, _r, audit) => {
+        const s = new ReminderRecords(store.sqlite, systemClock).createSchedule(o.patient, {
+          kind: o.medication !== undefined ? 'medication' : 'measurement',
+          times: o.times.split(',').map((t) => t.trim()),
+          ...(o.medication !== undefined ? { medication: o.medication } : {}),
+          ...(o.dose !== undefined ? { dose: o.dose } : {}),
+          ...(o.measure !== undefined ? { readingType: o.measure } : {}),
+          ...(days !== undefined ? { days } : {}),
+          ...(o.instructions !== undefined ? { instructions: o.instructions } : {}),
+          ...(o.startsOn !== undefined ? { startsOn: o.startsOn } : {}),
+          ...(o.endsOn !== undefined ? { endsOn: o.endsOn } : {}),
+          ...(o.timezone !== undefined ? { timezone: o.timezone } : {}),
+        }, `operator:${operator()}`)
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'reminder.create', target: o.patient, outcome: 'allowed', details: { scheduleId: s.id, kind: s.kind } })
+        return s
+      })
+      out.print(`reminder ${created.id} added for patient ${created.patientId} at ${created.times.join(', ')}${created.nextDueAt ? ` (next ${created.nextDueAt})` : ''}`, created)
+    })
+  reminder
+    .command('list')
+    .description('a patient\'s reminder schedules')
+    .requiredOption('--patient <id>', 'patient id')
+    .action(async (o: { patient: string }, cmd: Command) => {
+      const out = output(g(cmd))
+      const items = await withStore(g(cmd), async (store, _r, audit) => {
+        const list = new ReminderRecords(store.sqlite, systemClock).schedules(o.patient)
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'reminders.read', target: o.patient, outcome: 'allowed' })
+        return list
+      })
+      const rows = items.map((s) => ({
+        id: s.id,
+        what: s.kind === 'medication' ? [s.medication, s.dose].filter(Boolean).join(' ') : `measure ${s.readingType}`,
+        times: s.times.join(','),
+        days: s.days.length === 7 ? 'every day' : s.days.map((d) => DAY_NAMES[d - 1]).join(','),
+        active: s.active,
+        nextDueAt: s.nextDueAt,
+      }))
+      out.print(table(rows, ['id', 'what', 'times', 'days', 'active', 'nextDueAt']), { items })
+    })
+
+  program
+    .command('adherence')
+    .description('a patient\'s medication and measurement adherence over the last 7 and 30 days')
+    .requiredOption('--patient <id>', 'patient id')
+    .action(async (o: { patient: string }, cmd: Command) => {
+      const out = output(g(cmd))
+      const result = await withStore(g(cmd), async (store, _r, audit) => {
+        const a = new ReminderRecords(store.sqlite, systemClock).adherence(o.patient)
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'adherence.read', target: o.patient, outcome: 'allowed' })
+        return a
+      })
+      const pct = (r: number | null) => (r === null ? 'n/a' : `${Math.round(r * 100)}%`)
+      const period = (name: string, p: AdherencePeriod) => [
+        `${name}: medication ${p.taken} taken, ${p.missed} missed, ${p.pending} pending, adherence ${pct(p.rate)}` +
+          (p.unsent ? `, ${p.unsent} not sent (gateway down)` : '') + (p.unscheduled ? `, ${p.unscheduled} unscheduled` : ''),
+        `  measurements ${p.measurements.done} done, ${p.measurements.missed} missed, ${p.measurements.pending} pending, ${pct(p.measurements.rate)}`,
+        ...p.schedules.map((s) => `  ${s.scheduleId}  ${s.kind === 'medication' ? [s.medication, s.dose].filter(Boolean).join(' ') : `measure ${s.readingType}`}: ${pct(s.rate)} (${s.taken + s.done} of ${s.taken + s.done + s.missed})`),
+      ]
+      out.print([...period('last 7 days', result.last7Days), ...period('last 30 days', result.last30Days)].join('\n'), result)
+    })
+
+  // --- rules and on call -----------------------------------------------------------------------
+
+  const rules = program.command('rules').description('clinical rule files')
+  rules
+    .command('check [dir]')
+    .description('validate a directory of rule files (default: the configured rules directory)')
+    .action(async (dir: string | undefined, _o: unknown, cmd: Command) => {
+      const opts = g(cmd)
+      const out = output(opts)
+      const target = dir ? path.resolve(dir) : rulesDir(config(opts).rules.dir)
+      try {
+        const set = loadRuleDir(target)
+        const items = [...set.rules.values()].map(({ rule }) => ({ id: rule.id, kind: rule.kind, file: rule.file, line: rule.line }))
+        out.print(`${target}: ${set.rules.size} rules in ${set.files.length} files, all valid`, { dir: target, valid: true, files: set.files, rules: items })
+      } catch (err) {
+        if (!(err instanceof RuleLoadError)) throw err
+        throw new RpmError('RPM_ERR_CONFIG_INVALID', `${target}: ${err.problems.length} problem(s)\n${err.message}`, { details: { problems: err.problems } })
+      }
+    })
+  rules
+    .command('test')
+    .description('show which alerts a set of readings would raise for a patient (with their thresholds)')
+    .requiredOption('--patient <id>', 'patient id')
+    .requiredOption('--readings <file>', 'JSON file: an array of readings as devices send them (or one per line)')
+    .option('--rules <dir>', 'rules directory (default: the configured one)')
+    .action(async (o: { patient: string; readings: string; rules?: string }, cmd: Command) => {
+      const opts = g(cmd)
+      const out = output(opts)
+      const set = loadRuleDir(o.rules ? path.resolve(o.rules) : rulesDir(config(opts).rules.dir))
+      let text: string
+      try {
+        text = readFileSync(o.readings, 'utf8')
+      } catch (err) {
+        throw new RpmError('RPM_ERR_BAD_REQUEST', `cannot read ${o.readings}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { details: { field: 'readings' } })
+      }
+      let input: unknown[]
+      try {
+        const trimmed = text.trim()
+        const parsed: unknown = trimmed.startsWith('[') ? JSON.parse(trimmed) : trimmed.split('\n').filter((l) => l.trim()).map((l) => JSON.parse(l) as unknown)
+        input = Array.isArray(parsed) ? parsed : [parsed]
+      } catch (err) {
+        throw new RpmError('RPM_ERR_BAD_REQUEST', `${o.readings} is not JSON (an array of readings, or one reading per line): ${(err as Error).message}`, { details: { field: 'readings' } })
+      }
+      const validator = new ReadingValidator({ maxFutureSkewMs: Number.POSITIVE_INFINITY, maxAgeMs: Number.POSITIVE_INFINITY })
+      const readings: NormalisedReading[] = []
+      const refused: Array<{ index: number; code: string; message: string; path?: string }> = []
+      input.forEach((raw, index) => {
+        const checked = validator.check(raw, Date.now())
+        if (checked.ok) readings.push(checked.reading)
+        else refused.push({ index, code: checked.code, message: checked.message, ...(checked.path !== undefined ? { path: checked.path } : {}) })
+      })
+      const overrides = await withStore(opts, async (store, registry, audit) => {
+        await registry.getPatient(o.patient)
+        const rows = await store.db.selectFrom('rule_overrides as r').selectAll()
+          .where('r.patient_id', '=', o.patient)
+          .where('r.version', '=', (eb) => eb.selectFrom('rule_overrides as x').select((x) => x.fn.max('x.version').as('v')).whereRef('x.patient_id', '=', 'r.patient_id').whereRef('x.rule_id', '=', 'r.rule_id'))
+          .execute()
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'thresholds.read', target: o.patient, outcome: 'allowed', details: { via: 'rules test' } })
+        return new Map(rows.filter((r) => r.spec_json !== null).map((r) => [r.rule_id, JSON.parse(r.spec_json!) as RuleOverride]))
+      })
+      const { rules: effective, problems } = rulesForPatient(set, overrides)
+      const outcomes = simulate(effective, readings)
+      const lines = [
+        `${readings.length} reading(s) evaluated for patient ${o.patient}${overrides.size ? ` with ${overrides.size} override(s): ${[...overrides.keys()].join(', ')}` : ''}, starting with no history`,
+        ...problems.map((p) => `warning: ${p}`),
+        ...refused.map((r) => `reading ${r.index + 1} refused: ${r.code} ${r.path ? `${r.path} ` : ''}${r.message}`),
+        ...outcomes.map((x) => `reading ${x.index + 1} (${x.measuredAt}): ${x.action.replace('_', ' ')} ${x.ruleId}${x.severity ? ` [${x.severity}]` : ''} - ${x.title}: ${x.what}`),
+        outcomes.some((x) => x.action !== 'all_clear') ? '' : 'no alert would be raised',
+      ].filter((l) => l !== '')
+      out.print(lines.join('\n'), { patientId: o.patient, evaluated: readings.length, overrides: [...overrides.keys()], refused, outcomes, problems })
+    })
+
+  const oncall = program.command('oncall').description('on-call providers: the second escalation tier')
+  oncall
+    .command('add')
+    .description('put a provider on call')
+    .requiredOption('--provider <username>', 'the provider\'s username')
+    .requiredOption('--until <iso>', 'end of the shift (ISO-8601)')
+    .option('--from <iso>', 'start of the shift (default: now)')
+    .action(async (o: { provider: string; until: string; from?: string }, cmd: Command) => {
+      const out = output(g(cmd))
+      const shift = await withStore(g(cmd), async (store, _r, audit) => {
+        const s = await addOnCall(store, systemClock, { username: o.provider, endsAt: o.until, ...(o.from ? { startsAt: o.from } : {}) }, `operator:${operator()}`)
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'oncall.add', target: s.userId, outcome: 'allowed', details: { shiftId: s.id } })
+        return s
+      })
+      out.print(`${shift.username} is on call from ${shift.startsAt} to ${shift.endsAt}`, shift)
+    })
+  oncall
+    .command('list')
+    .description('on-call shifts now and ahead')
+    .action(async (_o: unknown, cmd: Command) => {
+      const out = output(g(cmd))
+      const items = await withStore(g(cmd), async (store) =>
+        store.db.selectFrom('on_call as o').innerJoin('users as u', 'u.id', 'o.user_id')
+          .select(['o.id', 'u.username', 'o.starts_at as startsAt', 'o.ends_at as endsAt'])
+          .where('o.ends_at', '>', new Date().toISOString()).orderBy('o.starts_at').execute())
+      out.print(table(items, ['id', 'username', 'startsAt', 'endsAt']), { items })
     })
 
   const audit = program.command('audit').description('the audit trail')

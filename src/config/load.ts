@@ -15,11 +15,12 @@ export function envName(keyPath: string): string {
   return 'RPM_' + keyPath.split('.').map((part) => part.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_')
 }
 
-/** Every leaf key of the schema with its type, e.g. ['http.port', 'integer']. */
+/** Every leaf key of the schema with its type, e.g. ['http.port', 'integer'] or ['x.list', 'array:integer']. */
 function leaves(node: SchemaNode, prefix = ''): Array<[string, string]> {
   if (node.type === 'object' && node.properties) {
     return Object.entries(node.properties).flatMap(([key, child]) => leaves(child, prefix ? `${prefix}.${key}` : key))
   }
+  if (node.type === 'array' && node.items?.type === 'integer') return [[prefix, 'array:integer']]
   return [[prefix, node.type ?? 'string']]
 }
 
@@ -46,6 +47,12 @@ function fromEnv(raw: string, type: string, name: string): Json {
       throw invalid(`${name}: expected true or false, got "${raw}"`)
     case 'array':
       return raw.split(',').map((s) => s.trim()).filter(Boolean)
+    case 'array:integer':
+      return raw.split(',').map((s) => s.trim()).filter(Boolean).map((s) => {
+        const n = Number(s)
+        if (!Number.isInteger(n)) throw invalid(`${name}: expected whole numbers separated by commas, got "${raw}"`)
+        return n
+      })
     default:
       return raw
   }

@@ -76,6 +76,34 @@ export interface GatewayConfig {
     /** Messages replayed per thread for one subscribe; the rest comes with the next subscribe. */
     maxReplayMessages: number
   }
+  rules: {
+    /** Directory of rule files (*.yaml); empty means the rules/ folder shipped with the gateway. */
+    dir: string
+    /** Watch the directory and apply valid changes without a restart. */
+    watch: boolean
+    /** How often missing-data and device-offline rules are checked. */
+    checkIntervalSeconds: number
+  }
+  alerts: {
+    /** How often due escalations and snooze ends are looked for. */
+    tickMs: number
+    /** The longest snooze per severity, in minutes. */
+    maxSnoozeMinutes: Record<'info' | 'warning' | 'urgent' | 'critical', number>
+    /**
+     * Escalation per severity while an alert is unacknowledged: `tierMinutes` are the minutes
+     * after it opened at which it reaches the on-call provider (tier 1), then admins (tier 2);
+     * `repeatMinutes` repeats it to every tier reached until someone acknowledges (0: no repeats).
+     */
+    escalation: Record<'info' | 'warning' | 'urgent' | 'critical', { tierMinutes: number[]; repeatMinutes: number }>
+  }
+  reminders: {
+    /** When the reminder clock runs (node-cron syntax; six fields for seconds). */
+    cron: string
+    /** A dose not confirmed this long after it was due counts as missed. */
+    graceMinutes: number
+    /** A confirmation this long before a dose is due counts for that dose. */
+    earlyMinutes: number
+  }
 }
 
 const str = { type: 'string' } as const
@@ -84,7 +112,7 @@ const str = { type: 'string' } as const
 export const configSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['dataDir', 'log', 'http', 'mqtt', 'auth', 'ingest', 'threads', 'websocket'],
+  required: ['dataDir', 'log', 'http', 'mqtt', 'auth', 'ingest', 'threads', 'websocket', 'rules', 'alerts', 'reminders'],
   properties: {
     dataDir: { type: 'string', minLength: 1, default: './data' },
     log: {
@@ -198,6 +226,97 @@ export const configSchema = {
         authTimeoutSeconds: { type: 'integer', minimum: 1, maximum: 60, default: 10 },
         awaySeconds: { type: 'integer', minimum: 10, default: 300 },
         maxReplayMessages: { type: 'integer', minimum: 1, maximum: 5000, default: 500 },
+      },
+    },
+    rules: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['dir', 'watch', 'checkIntervalSeconds'],
+      default: {},
+      properties: {
+        dir: { ...str, default: '' },
+        watch: { type: 'boolean', default: true },
+        checkIntervalSeconds: { type: 'integer', minimum: 1, maximum: 3600, default: 60 },
+      },
+    },
+    alerts: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['tickMs', 'maxSnoozeMinutes', 'escalation'],
+      default: {},
+      properties: {
+        tickMs: { type: 'integer', minimum: 10, maximum: 60000, default: 1000 },
+        maxSnoozeMinutes: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['info', 'warning', 'urgent', 'critical'],
+          default: {},
+          properties: {
+            info: { type: 'integer', minimum: 1, default: 1440 },
+            warning: { type: 'integer', minimum: 1, default: 720 },
+            urgent: { type: 'integer', minimum: 1, default: 120 },
+            critical: { type: 'integer', minimum: 1, default: 30 },
+          },
+        },
+        escalation: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['info', 'warning', 'urgent', 'critical'],
+          default: {},
+          properties: {
+            info: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['tierMinutes', 'repeatMinutes'],
+              default: {},
+              properties: {
+                tierMinutes: { type: 'array', maxItems: 2, items: { type: 'integer', minimum: 0 }, default: [] },
+                repeatMinutes: { type: 'integer', minimum: 0, default: 0 },
+              },
+            },
+            warning: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['tierMinutes', 'repeatMinutes'],
+              default: {},
+              properties: {
+                tierMinutes: { type: 'array', maxItems: 2, items: { type: 'integer', minimum: 0 }, default: [240] },
+                repeatMinutes: { type: 'integer', minimum: 0, default: 120 },
+              },
+            },
+            urgent: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['tierMinutes', 'repeatMinutes'],
+              default: {},
+              properties: {
+                tierMinutes: { type: 'array', maxItems: 2, items: { type: 'integer', minimum: 0 }, default: [15, 30] },
+                repeatMinutes: { type: 'integer', minimum: 0, default: 10 },
+              },
+            },
+            critical: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['tierMinutes', 'repeatMinutes'],
+              default: {},
+              properties: {
+                tierMinutes: { type: 'array', maxItems: 2, items: { type: 'integer', minimum: 0 }, default: [5, 10] },
+                repeatMinutes: { type: 'integer', minimum: 0, default: 5 },
+              },
+            },
+          },
+        },
+      },
+    },
+    reminders: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['cron', 'graceMinutes', 'earlyMinutes'],
+      default: {},
+      properties: {
+        cron: { ...str, minLength: 9, default: '* * * * *' },
+        graceMinutes: { type: 'integer', minimum: 1, maximum: 1440, default: 60 },
+        earlyMinutes: { type: 'integer', minimum: 0, maximum: 720, default: 60 },
       },
     },
   },

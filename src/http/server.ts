@@ -9,9 +9,11 @@ import { RpmError, isRpmError } from '../errors.ts'
 import type { Metrics } from '../metrics.ts'
 import type { DeviceBroker } from '../broker/broker.ts'
 import type { TlsMaterial } from '../broker/pki.ts'
+import { type AlertRouteDeps, alertRoutes } from './alerts-routes.ts'
 import { type ApiDeps, apiRoutes } from './api.ts'
 import { buildRequestValidator } from './validation.ts'
 import { type ThreadRouteDeps, threadRoutes } from './threads-routes.ts'
+import { type ReminderRouteDeps, reminderRoutes } from './reminders-routes.ts'
 import { WS_PATH, type WebSocketDeps, liveSocketRoutes, selectLiveProtocol } from './ws.ts'
 
 export interface HttpDeps {
@@ -23,6 +25,8 @@ export interface HttpDeps {
   tls: TlsMaterial
   api: ApiDeps
   threads: ThreadRouteDeps
+  reminders: ReminderRouteDeps
+  alerts: AlertRouteDeps
   /** The live WebSocket at /api/v1/ws. */
   live: WebSocketDeps
   /** Checks behind /readyz; each returns true when its part is ready. */
@@ -104,6 +108,8 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   await app.register(swaggerUi, { routePrefix: '/docs' })
   await app.register(async (api) => apiRoutes(api, deps.api))
   await app.register(async (api) => threadRoutes(api, deps.threads))
+  await app.register(async (api) => reminderRoutes(api, deps.reminders))
+  await app.register(async (api) => alertRoutes(api, deps.alerts))
   liveSocketRoutes(app, deps.live)
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }))

@@ -31,12 +31,12 @@ export const messageSchema = {
     threadId: { type: 'string' },
     seq: { type: 'integer', description: 'Position in the thread (1, 2, 3, ... without gaps); resume with after=seq' },
     revision: { type: 'integer', description: 'The thread revision of this message\'s last change; resume edits and deletes with changedAfter=revision' },
-    kind: { type: 'string', enum: ['text', 'reading', 'device_event'] },
+    kind: { type: 'string', enum: ['text', 'reading', 'device_event', 'alert', 'reminder'] },
     from: {
       type: 'object',
       required: ['role', 'userId', 'deviceId'],
       properties: {
-        role: { type: 'string', enum: ['patient', 'provider', 'admin', 'device'] },
+        role: { type: 'string', enum: ['patient', 'provider', 'admin', 'device', 'system'], description: 'system: the gateway itself (alerts, reminders)' },
         userId: { type: ['string', 'null'] },
         deviceId: { type: ['string', 'null'], description: 'The device that posted it: a measuring device, or a hub speaking for the patient' },
       },
@@ -45,7 +45,7 @@ export const messageSchema = {
     data: {
       type: ['object', 'null'],
       additionalProperties: true,
-      description: 'Structured content: {readingId, type, values, measuredAt, deviceId} for a reading; {deviceId, deviceKind, event} for a device event',
+      description: 'Structured content: {readingId, type, values, measuredAt, deviceId} for a reading; {deviceId, deviceKind, event} for a device event; {event, alert} for an alert; {event, reminder} for a reminder (see docs/rules.md)',
     },
     replyTo: { type: ['string', 'null'] },
     clientMessageId: { type: ['string', 'null'] },
@@ -110,6 +110,16 @@ export async function visiblePatientIds(deps: { store: Store; access: AccessPoli
     const listable = await access.listable(p)
     candidates = listable === 'all' ? [] : listable
   }
+  // Patients of unresolved alerts escalated to this user (an on-call provider, an admin).
+  const escalated = await store.db
+    .selectFrom('alert_recipients as r')
+    .innerJoin('alerts as a', 'a.id', 'r.alert_id')
+    .select('r.patient_id')
+    .distinct()
+    .where('r.user_id', '=', p.userId)
+    .where('a.status', '<>', 'resolved')
+    .execute()
+  candidates = [...new Set([...candidates, ...escalated.map((e) => e.patient_id)])]
   // The access policy has the last word on each one.
   const visible: string[] = []
   for (const patientId of candidates) if (await access.clinical(p, patientId)) visible.push(patientId)

@@ -82,6 +82,8 @@ interface Conn {
   liveCheckedAt: number
   /** Patients whose live readings this socket has received (audited once per socket and patient). */
   readonly liveReadings: Set<string>
+  /** Patients whose alerts this socket has been sent (audited once each). */
+  readonly liveAlerts: Set<string>
   queue: Promise<void>
   pending: number
   alive: boolean
@@ -641,6 +643,7 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
       access: new Map(),
       liveCheckedAt: 0,
       liveReadings: new Set(),
+      liveAlerts: new Set(),
       queue: Promise.resolve(),
       pending: 0,
       alive: true,
@@ -794,8 +797,32 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
     }
   }
 
+  // Alerts: every change, to every signed-in provider or admin socket whose user may see the
+  // patient (care team, escalation, break-glass). Patients see alerts as thread messages.
+  const onAlert = ({ alert, change }: GatewayEvents['alert.updated'][0]) => {
+    for (const conn of conns) {
+      const p = conn.principal
+      if (!p || p.role === 'patient') continue
+      enqueue(conn, async () => {
+        if (!(await mayReceive(conn, alert.patientId))) return
+        if (!conn.liveAlerts.has(alert.patientId)) {
+          conn.liveAlerts.add(alert.patientId)
+          recordFor(conn, 'alerts.live', 'allowed', alert.patientId)
+        }
+        send(conn, { type: 'alert', change, alert })
+      })
+    }
+  }
+  // An escalation gives its new recipients access now: forget the cached "no".
+  const onEscalated = ({ alert, added }: GatewayEvents['alert.escalated'][0]) => {
+    if (added.length === 0) return
+    for (const conn of conns) if (conn.principal && added.includes(conn.principal.userId)) conn.access.delete(alert.patientId)
+  }
+
   bus.on('message.posted', onPosted)
   bus.on('message.updated', onUpdated)
+  bus.on('alert.updated', onAlert)
+  bus.on('alert.escalated', onEscalated)
   bus.on('receipt.updated', onReceipt)
   bus.on('reading.accepted', onReadings)
 
@@ -831,6 +858,8 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
     clearInterval(heartbeat)
     bus.off('message.posted', onPosted)
     bus.off('message.updated', onUpdated)
+    bus.off('alert.updated', onAlert)
+    bus.off('alert.escalated', onEscalated)
     bus.off('receipt.updated', onReceipt)
     bus.off('reading.accepted', onReadings)
     bus.off('session.ended', onSessionEnded)

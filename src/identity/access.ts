@@ -7,12 +7,13 @@ import type { Database } from '../store/db.ts'
 import type { Principal } from './auth.ts'
 
 /** How a caller came to see a patient's clinical record. */
-export type AccessBasis = 'self' | 'care_team' | 'break_glass'
+export type AccessBasis = 'self' | 'care_team' | 'break_glass' | 'escalation'
 
 /**
  * Who may see which patient. A patient sees their own record; a provider the patients on their
  * care teams; an admin manages accounts and sees clinical data only through a break-glass grant
- * that carries a reason and expires on its own.
+ * that carries a reason and expires on its own. An unacknowledged alert escalated to an on-call
+ * provider or an admin lets them see that patient until the alert is resolved.
  */
 export class AccessPolicy {
   constructor(
@@ -33,7 +34,8 @@ export class AccessPolicy {
           .where('patient_id', '=', patientId)
           .where('user_id', '=', p.userId)
           .executeTakeFirst()
-        return member ? 'care_team' : null
+        if (member) return 'care_team'
+        return (await this.#escalated(p.userId, patientId)) ? 'escalation' : null
       }
       case 'admin': {
         const grant = await this.db
@@ -43,9 +45,23 @@ export class AccessPolicy {
           .where('patient_id', '=', patientId)
           .where('expires_at', '>', new Date(this.clock.now()).toISOString())
           .executeTakeFirst()
-        return grant ? 'break_glass' : null
+        if (grant) return 'break_glass'
+        return (await this.#escalated(p.userId, patientId)) ? 'escalation' : null
       }
     }
+  }
+
+  /** Whether an unresolved alert for this patient has been escalated to this user. */
+  async #escalated(userId: string, patientId: string): Promise<boolean> {
+    const row = await this.db
+      .selectFrom('alert_recipients as r')
+      .innerJoin('alerts as a', 'a.id', 'r.alert_id')
+      .select('r.alert_id')
+      .where('r.user_id', '=', userId)
+      .where('r.patient_id', '=', patientId)
+      .where('a.status', '<>', 'resolved')
+      .executeTakeFirst()
+    return row !== undefined
   }
 
   /** Patient ids whose demographics `p` may list: own, care team, or all for an admin. */

@@ -215,6 +215,180 @@ migrations['0003-threads'] = {
   },
 }
 
+migrations['0004-alerts'] = {
+  async up(db: Kysely<any>) {
+    // Per-patient rule overrides: every change is a new version (who, when, why); the newest
+    // version is in force, and a version with spec_json NULL returns the patient to the default.
+    await db.schema
+      .createTable('rule_overrides')
+      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+      .addColumn('patient_id', 'text', (c) => c.notNull().references('patients.id'))
+      .addColumn('rule_id', 'text', (c) => c.notNull())
+      .addColumn('version', 'integer', (c) => c.notNull())
+      .addColumn('spec_json', 'text')
+      .addColumn('reason', 'text', (c) => c.notNull())
+      .addColumn('changed_by', 'text', (c) => c.notNull())
+      .addColumn('changed_at', 'text', (c) => c.notNull())
+      .addUniqueConstraint('rule_overrides_version', ['patient_id', 'rule_id', 'version'])
+      .execute()
+
+    await db.schema
+      .createTable('alerts')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('patient_id', 'text', (c) => c.notNull().references('patients.id'))
+      .addColumn('rule_id', 'text', (c) => c.notNull())
+      .addColumn('rule_kind', 'text', (c) => c.notNull())
+      .addColumn('title', 'text', (c) => c.notNull())
+      .addColumn('reading_type', 'text')
+      .addColumn('severity', 'text', (c) => c.notNull())
+      .addColumn('status', 'text', (c) => c.notNull())
+      .addColumn('opened_at', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addColumn('count', 'integer', (c) => c.notNull().defaultTo(1))
+      .addColumn('first_reading_id', 'integer')
+      .addColumn('last_reading_id', 'integer')
+      .addColumn('last_measured_at', 'text')
+      .addColumn('last_values_json', 'text')
+      .addColumn('acknowledged_at', 'text')
+      .addColumn('acknowledged_by', 'text')
+      .addColumn('resolved_at', 'text')
+      .addColumn('resolved_by', 'text')
+      .addColumn('resolution', 'text')
+      .addColumn('note', 'text')
+      .addColumn('snoozed_until', 'text')
+      .addColumn('snoozed_by', 'text')
+      .addColumn('snooze_severity', 'text')
+      // Escalation: the tier reached, when the next step is due, reminders sent at this tier.
+      .addColumn('tier', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('escalation_started_at', 'text', (c) => c.notNull())
+      .addColumn('last_notified_at', 'text', (c) => c.notNull())
+      .addColumn('next_escalation_at', 'text')
+      .addColumn('reminders', 'integer', (c) => c.notNull().defaultTo(0))
+      .execute()
+    // One alert per patient and rule that is not resolved: a repeat updates it.
+    await db.schema
+      .createIndex('alerts_one_open')
+      .on('alerts')
+      .columns(['patient_id', 'rule_id'])
+      .unique()
+      .where(sql.ref('status'), '<>', 'resolved')
+      .execute()
+    await db.schema.createIndex('alerts_patient_opened').on('alerts').columns(['patient_id', 'opened_at']).execute()
+    await db.schema.createIndex('alerts_status_opened').on('alerts').columns(['status', 'opened_at']).execute()
+    await db.schema
+      .createIndex('alerts_escalation_due')
+      .on('alerts')
+      .column('next_escalation_at')
+      .where(sql.ref('next_escalation_at'), 'is not', null)
+      .execute()
+
+    // The alert's history: raised, repeated, severity changes, suppressions with their reason,
+    // escalations, acknowledgement, snoozes, resolution.
+    await db.schema
+      .createTable('alert_events')
+      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+      .addColumn('alert_id', 'text', (c) => c.notNull().references('alerts.id'))
+      .addColumn('at', 'text', (c) => c.notNull())
+      .addColumn('type', 'text', (c) => c.notNull())
+      .addColumn('actor', 'text')
+      .addColumn('details_json', 'text')
+      .execute()
+    await db.schema.createIndex('alert_events_alert').on('alert_events').columns(['alert_id', 'id']).execute()
+
+    // Who an alert has reached by escalation: an on-call provider outside the care team may
+    // see the patient while the alert is not resolved.
+    await db.schema
+      .createTable('alert_recipients')
+      .addColumn('alert_id', 'text', (c) => c.notNull().references('alerts.id'))
+      .addColumn('user_id', 'text', (c) => c.notNull().references('users.id'))
+      .addColumn('patient_id', 'text', (c) => c.notNull().references('patients.id'))
+      .addColumn('tier', 'integer', (c) => c.notNull())
+      .addColumn('added_at', 'text', (c) => c.notNull())
+      .addPrimaryKeyConstraint('alert_recipients_pk', ['alert_id', 'user_id'])
+      .execute()
+    await db.schema.createIndex('alert_recipients_user').on('alert_recipients').columns(['user_id', 'patient_id']).execute()
+
+    // On-call providers: the second escalation tier.
+    await db.schema
+      .createTable('on_call')
+      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+      .addColumn('user_id', 'text', (c) => c.notNull().references('users.id'))
+      .addColumn('starts_at', 'text', (c) => c.notNull())
+      .addColumn('ends_at', 'text', (c) => c.notNull())
+      .addColumn('created_by', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .execute()
+    await db.schema.createIndex('on_call_ends').on('on_call').column('ends_at').execute()
+  },
+}
+
+migrations['0005-reminders'] = {
+  async up(db: Kysely<any>) {
+    // Medication and measurement schedules: times of day in the patient's time zone.
+    await db.schema
+      .createTable('reminder_schedules')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('patient_id', 'text', (c) => c.notNull().references('patients.id'))
+      .addColumn('kind', 'text', (c) => c.notNull()) // 'medication' | 'measurement'
+      .addColumn('medication', 'text')
+      .addColumn('dose', 'text')
+      .addColumn('reading_type', 'text')
+      .addColumn('instructions', 'text')
+      // The schedule's own IANA zone; NULL follows the patient's time zone (also when it changes).
+      .addColumn('timezone', 'text')
+      .addColumn('times_json', 'text', (c) => c.notNull()) // ["08:00","20:00"]
+      .addColumn('days_json', 'text', (c) => c.notNull()) // ISO weekdays [1..7], Monday = 1
+      .addColumn('starts_on', 'text', (c) => c.notNull()) // local date YYYY-MM-DD
+      .addColumn('ends_on', 'text')
+      .addColumn('active', 'integer', (c) => c.notNull().defaultTo(1))
+      .addColumn('created_by', 'text', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .execute()
+    await db.schema.createIndex('reminder_schedules_patient').on('reminder_schedules').column('patient_id').execute()
+
+    // One row per reminder that came due: the unique key makes posting it idempotent across
+    // restarts, and its status is the adherence record.
+    await db.schema
+      .createTable('reminder_occurrences')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('schedule_id', 'text', (c) => c.notNull().references('reminder_schedules.id'))
+      .addColumn('patient_id', 'text', (c) => c.notNull().references('patients.id'))
+      .addColumn('due_at', 'text', (c) => c.notNull()) // UTC instant
+      .addColumn('local_date', 'text', (c) => c.notNull())
+      .addColumn('local_time', 'text', (c) => c.notNull())
+      .addColumn('status', 'text', (c) => c.notNull()) // 'pending' | 'taken' | 'missed' | 'done'
+      // 0: a dose taken when none was due (a device event outside every window), kept for the record.
+      .addColumn('scheduled', 'integer', (c) => c.notNull().defaultTo(1))
+      // NULL when no reminder was sent: confirmed before it came due, or the gateway was down.
+      .addColumn('posted_at', 'text')
+      .addColumn('message_id', 'text')
+      .addColumn('confirmed_at', 'text')
+      .addColumn('taken_at', 'text') // when the dose was taken (or the reading measured), as reported
+      .addColumn('confirmed_by', 'text')
+      .addColumn('source', 'text')
+      .addColumn('missed_at', 'text')
+      .addUniqueConstraint('reminder_occurrences_due', ['schedule_id', 'due_at'])
+      .execute()
+    await db.schema.createIndex('reminder_occurrences_patient_due').on('reminder_occurrences').columns(['patient_id', 'due_at']).execute()
+    await db.schema.createIndex('reminder_occurrences_status_due').on('reminder_occurrences').columns(['status', 'due_at']).execute()
+    // A patient's reply to a reminder message finds its occurrence.
+    await db.schema
+      .createIndex('reminder_occurrences_message')
+      .on('reminder_occurrences')
+      .column('message_id')
+      .where(sql.ref('message_id'), 'is not', null)
+      .execute()
+
+    // Small durable state: how far the reminder clock has been processed.
+    await db.schema
+      .createTable('gateway_state')
+      .addColumn('key', 'text', (c) => c.primaryKey())
+      .addColumn('value', 'text', (c) => c.notNull())
+      .execute()
+  },
+}
+
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {
     return migrations

@@ -123,8 +123,9 @@ export interface ThreadTable {
   last_revision: number
 }
 
-export type MessageKind = 'text' | 'reading' | 'device_event'
-export type SenderRole = 'patient' | 'provider' | 'admin' | 'device'
+export type MessageKind = 'text' | 'reading' | 'device_event' | 'alert' | 'reminder'
+/** 'system': the gateway itself (alerts, reminders). */
+export type SenderRole = 'patient' | 'provider' | 'admin' | 'device' | 'system'
 
 export interface MessageTable {
   id: string
@@ -168,6 +169,131 @@ export interface ThreadReceiptTable {
   updated_at: string
 }
 
+export type Severity = 'info' | 'warning' | 'urgent' | 'critical'
+export type AlertStatus = 'open' | 'acknowledged' | 'resolved'
+
+export interface RuleOverrideTable {
+  id: Generated<number>
+  patient_id: string
+  rule_id: string
+  version: number
+  /** The override (levels, clear, enabled); null returns the patient to the rule's default. */
+  spec_json: string | null
+  reason: string
+  changed_by: string
+  changed_at: string
+}
+
+export interface AlertTable {
+  id: string
+  patient_id: string
+  rule_id: string
+  rule_kind: string
+  title: string
+  reading_type: string | null
+  severity: Severity
+  status: AlertStatus
+  opened_at: string
+  updated_at: string
+  /** Readings (or events) that matched while the alert was open, the first included. */
+  count: number
+  first_reading_id: number | null
+  last_reading_id: number | null
+  last_measured_at: string | null
+  last_values_json: string | null
+  acknowledged_at: string | null
+  acknowledged_by: string | null
+  resolved_at: string | null
+  /** A user id, or null when the clear condition resolved it. */
+  resolved_by: string | null
+  resolution: 'auto' | 'manual' | null
+  note: string | null
+  snoozed_until: string | null
+  snoozed_by: string | null
+  /** The severity the snooze covers: a worse one breaks through. */
+  snooze_severity: Severity | null
+  tier: number
+  /** Tier times count from here: when it opened, or last became worse. */
+  escalation_started_at: string
+  last_notified_at: string
+  next_escalation_at: string | null
+  reminders: number
+}
+
+export interface AlertEventTable {
+  id: Generated<number>
+  alert_id: string
+  at: string
+  type: string
+  /** A user id, 'system', or 'device:<id>'. */
+  actor: string | null
+  details_json: string | null
+}
+
+export interface AlertRecipientTable {
+  alert_id: string
+  user_id: string
+  patient_id: string
+  tier: number
+  added_at: string
+}
+
+export interface OnCallTable {
+  id: Generated<number>
+  user_id: string
+  starts_at: string
+  ends_at: string
+  created_by: string
+  created_at: string
+}
+
+export interface ReminderScheduleTable {
+  id: string
+  patient_id: string
+  kind: 'medication' | 'measurement'
+  medication: string | null
+  dose: string | null
+  reading_type: string | null
+  instructions: string | null
+  /** IANA zone of the times; null follows the patient's time zone. */
+  timezone: string | null
+  /** JSON array of local times "HH:MM". */
+  times_json: string
+  /** JSON array of ISO weekdays, Monday = 1. */
+  days_json: string
+  starts_on: string
+  ends_on: string | null
+  active: number
+  created_by: string
+  created_at: string
+  updated_at: string
+}
+
+export interface ReminderOccurrenceTable {
+  id: string
+  schedule_id: string
+  patient_id: string
+  due_at: string
+  local_date: string
+  local_time: string
+  status: 'pending' | 'taken' | 'missed' | 'done'
+  /** 0 for a dose taken when none was due. */
+  scheduled: number
+  /** Null when no reminder was sent (confirmed early, or the gateway was down). */
+  posted_at: string | null
+  message_id: string | null
+  confirmed_at: string | null
+  taken_at: string | null
+  confirmed_by: string | null
+  source: string | null
+  missed_at: string | null
+}
+
+export interface GatewayStateTable {
+  key: string
+  value: string
+}
+
 export interface Database {
   patients: PatientTable
   devices: DeviceTable
@@ -183,4 +309,12 @@ export interface Database {
   messages: MessageTable
   message_versions: MessageVersionTable
   thread_receipts: ThreadReceiptTable
+  rule_overrides: RuleOverrideTable
+  alerts: AlertTable
+  alert_events: AlertEventTable
+  alert_recipients: AlertRecipientTable
+  on_call: OnCallTable
+  reminder_schedules: ReminderScheduleTable
+  reminder_occurrences: ReminderOccurrenceTable
+  gateway_state: GatewayStateTable
 }

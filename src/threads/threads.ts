@@ -51,7 +51,7 @@ export interface HistoryQuery {
   limit: number
 }
 
-const senderKey = (s: Sender) => (s.type === 'user' ? s.userId : `device:${s.deviceId}`)
+const senderKey = (s: Sender) => (s.type === 'user' ? s.userId : s.type === 'device' ? `device:${s.deviceId}` : 'system')
 const notFound = (threadId: string) => new RpmError('RPM_ERR_NOT_FOUND', `no thread ${threadId}`, { details: { field: 'threadId' } })
 
 /**
@@ -168,6 +168,23 @@ export class Threads {
       if (created) this.#bus.emit('message.posted', { patientId: thread.patientId, message })
     }
     return { message, created, announce }
+  }
+
+  /**
+   * A message from the gateway itself (an alert, a reminder) in the patient's thread, written in
+   * the caller's transaction when there is one. `key` makes it idempotent: the same key posts
+   * once. Call `announce` after the caller's commit.
+   */
+  postSystem(patientId: string, kind: 'alert' | 'reminder', text: string, data: Record<string, unknown>, key?: string): { message: Message; created: boolean; announce: () => void } {
+    const thread = this.ensure(patientId)
+    return this.postQuietly({
+      threadId: thread.id,
+      sender: { type: 'system', role: 'system' },
+      kind,
+      text,
+      data,
+      ...(key !== undefined ? { clientMessageId: key } : {}),
+    })
   }
 
   /**

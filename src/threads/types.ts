@@ -52,6 +52,8 @@ export interface Viewer {
 export type Sender =
   | { type: 'user'; userId: string; role: 'patient' | 'provider' | 'admin' }
   | { type: 'device'; deviceId: string; role: SenderRole }
+  /** The gateway itself: alerts, reminders. */
+  | { type: 'system'; role: 'system' }
 
 export interface MessageVersion {
   version: number
