@@ -99,7 +99,7 @@ export function buildProgram(): Command {
       for (const name of unknownEnvNames()) process.stderr.write(`warning: ${name} names no configuration key; ignored\n`)
       const urls = await gateway.start()
       if (out.json) process.stdout.write(JSON.stringify(urls) + '\n')
-      else process.stdout.write(banner(urls) + '\n')
+      else process.stdout.write(banner(urls, gateway.rules.status()) + '\n')
       await new Promise<void>((resolve) => {
         let stopping = false
         const stop = (signal: string) => {
@@ -537,7 +537,7 @@ export function buildProgram(): Command {
   return program
 }
 
-function banner(u: GatewayUrls): string {
+function banner(u: GatewayUrls, rules: { dir: string; count: number; files: string[] }): string {
   const rel = (p: string) => path.relative(process.cwd(), p) || p
   const dataFlag = u.dataDir === path.resolve('data') ? '' : ` --data-dir ${rel(u.dataDir)}`
   return [
@@ -550,6 +550,7 @@ function banner(u: GatewayUrls): string {
     `  HTTP            ${u.http}    (/healthz, /readyz, /metrics)`,
     `  REST API        ${u.http}/api/v1    (OpenAPI and a UI to try it: ${u.http}/docs)`,
     `  WebSocket       ${u.http.replace(/^http/, 'ws')}/api/v1/ws    (docs/websocket.md)`,
+    `  Clinical rules  ${rules.count} rules in ${rules.files.length} files from ${rules.dir}    (docs/rules.md; edits apply without a restart)`,
     '',
     'Provision a device:',
     `  npx rpm-gateway${dataFlag} patient add --name "Jane Doe"`,
