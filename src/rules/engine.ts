@@ -12,6 +12,7 @@ import type { RuleOverrideTable } from '../store/schema.ts'
 import { type AlertEffect, AlertStore, type PostAlertMessage, announceEffects } from './alerts.ts'
 import { RuleError } from './compile.ts'
 import { evaluateDelta, evaluateThreshold, type Sample } from './evaluate.ts'
+import { type HistoryNeed, MAX_SAMPLES, addNeed, placeSample } from './history.ts'
 import { type LoadedRule, type RuleProblem, type RuleSet, RuleLoadError, checkOverride, dotted, loadRuleDir } from './load.ts'
 import { KINDS_MEASURING, type DeltaRule, type Rule, type RuleOverride, type ThresholdRule } from './spec.ts'
 
@@ -60,8 +61,6 @@ export function loadRules(dir: string): RuleSet {
 }
 
 type ReadingRule = ThresholdRule | DeltaRule
-/** History kept per patient and reading type: enough readings for every rule's window and run. */
-const MAX_SAMPLES = 1000
 /** Missing-data and offline rules wait this long after start: devices reconnect and upload first. */
 const SETTLE_MS = 10 * 60_000
 
@@ -84,7 +83,7 @@ export class RuleEngine {
   #byType = new Map<ReadingType, ReadingRule[]>()
   #history = new Map<string, Sample[]>()
   /** Per reading type: how many readings and how much time the rules look back over. */
-  #needs = new Map<ReadingType, { count: number; spanMs: number }>()
+  #needs = new Map<ReadingType, HistoryNeed>()
   /** Newest measuredAt per patient and type ('any' too), for missing-data rules. */
   #newest = new Map<string, number>()
   readonly #q: Record<string, Statement>
@@ -110,6 +109,8 @@ export class RuleEngine {
       maxVersion: p('SELECT COALESCE(MAX(version), 0) AS v FROM rule_overrides WHERE patient_id = ? AND rule_id = ?'),
       insertOverride: p('INSERT INTO rule_overrides (patient_id, rule_id, version, spec_json, reason, changed_by, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
       devices: p("SELECT id, patient_id, kind, online, last_seen_at, created_at FROM devices WHERE status = 'active'"),
+      devicesOfPatient: p("SELECT id, patient_id, kind, online, last_seen_at, created_at FROM devices WHERE status = 'active' AND patient_id = ?"),
+      patientOfDevice: p('SELECT patient_id FROM devices WHERE id = ?'),
       patientExists: p('SELECT id FROM patients WHERE id = ?'),
     }
     for (const row of this.#q.overrides!.all() as RuleOverrideTable[]) {
@@ -216,23 +217,14 @@ export class RuleEngine {
   #index(): void {
     this.#byType = new Map()
     this.#needs = new Map()
-    const need = (rule: Rule) => {
-      if (rule.kind !== 'threshold' && rule.kind !== 'delta') return
-      const n = this.#needs.get(rule.reading) ?? { count: 1, spanMs: 0 }
-      if (rule.kind === 'threshold') {
-        n.count = Math.max(n.count, rule.consecutive, rule.clear?.consecutive ?? 1)
-        n.spanMs = Math.max(n.spanMs, rule.forMs ?? 0)
-      } else n.spanMs = Math.max(n.spanMs, rule.windowMs)
-      this.#needs.set(rule.reading, n)
-    }
     for (const { rule } of this.#set.rules.values()) {
-      need(rule)
+      addNeed(this.#needs, rule)
       if (!rule.enabled || (rule.kind !== 'threshold' && rule.kind !== 'delta')) continue
       const list = this.#byType.get(rule.reading) ?? []
       list.push(rule)
       this.#byType.set(rule.reading, list)
     }
-    for (const m of this.#overrides.values()) for (const { rule } of m.values()) if (rule) need(rule)
+    for (const m of this.#overrides.values()) for (const { rule } of m.values()) if (rule) addNeed(this.#needs, rule)
   }
 
   #setOverrideEntry(row: RuleOverrideTable): void {
@@ -320,7 +312,11 @@ export class RuleEngine {
 
   // --- readings ------------------------------------------------------------------------------------
 
-  #historyOf(patientId: string, type: ReadingType): Sample[] {
+  /**
+   * The patient's readings of a type, loaded on first use. `pending` are the ids of the commit
+   * being evaluated: they are in the table already but join the history one by one, in order.
+   */
+  #historyOf(patientId: string, type: ReadingType, pending: ReadonlySet<number>): Sample[] {
     const k = hk(patientId, type)
     let samples = this.#history.get(k)
     if (samples) return samples
@@ -332,43 +328,25 @@ export class RuleEngine {
       for (const r of this.#q.since!.all(patientId, type, since, MAX_SAMPLES) as Array<{ id: number; measured_at: string; values_json: string }>) rows.set(r.id, r)
     }
     samples = [...rows.values()]
+      .filter((r) => !pending.has(r.id))
       .map((r) => ({ readingId: r.id, t: Date.parse(r.measured_at), values: JSON.parse(r.values_json) as Record<string, number> }))
       .sort((a, b) => a.t - b.t || a.readingId - b.readingId)
     this.#history.set(k, samples)
     return samples
   }
 
-  /** Adds a reading to its history in time order; returns its position. */
-  #place(samples: Sample[], s: Sample, type: ReadingType): number {
-    let i = samples.findIndex((x) => x.readingId === s.readingId)
-    if (i < 0) {
-      i = samples.length
-      while (i > 0 && (samples[i - 1]!.t > s.t || (samples[i - 1]!.t === s.t && samples[i - 1]!.readingId > s.readingId))) i--
-      samples.splice(i, 0, s)
-    }
-    // Keep what the rules look back over: the last `count` readings and the longest window.
-    const need = this.#needs.get(type) ?? { count: 1, spanMs: 0 }
-    const newest = samples[samples.length - 1]!.t
-    let drop = 0
-    while (samples.length - drop > need.count + 1 && (samples[drop]!.t < newest - need.spanMs || samples.length - drop > MAX_SAMPLES)) drop++
-    if (drop > 0) {
-      samples.splice(0, drop)
-      i -= drop
-    }
-    return i
-  }
-
   #onReadings(accepted: AcceptedReading[]): (() => void) | void {
     const stage = this.alerts.begin()
     const effects: AlertEffect[] = []
+    const pending = new Set(accepted.map((r) => r.id))
     try {
       for (const r of accepted) {
         const t = Date.parse(r.measuredAt)
         for (const k of [hk(r.patientId, r.type), hk(r.patientId, 'any')]) {
           if ((this.#newest.get(k) ?? 0) < t) this.#newest.set(k, t)
         }
-        const samples = this.#historyOf(r.patientId, r.type)
-        const index = this.#place(samples, { readingId: r.id, t, values: r.values as unknown as Record<string, number> }, r.type)
+        const samples = this.#historyOf(r.patientId, r.type, pending)
+        const index = placeSample(samples, { readingId: r.id, t, values: r.values as unknown as Record<string, number> }, this.#needs.get(r.type) ?? { count: 1, spanMs: 0 })
         const newest = index === samples.length - 1
         for (const rule of this.#rulesFor(r.patientId, r.type)) {
           const verdict = rule.kind === 'threshold' ? evaluateThreshold(rule, samples, index) : evaluateDelta(rule, samples, index)
@@ -501,7 +479,13 @@ export class RuleEngine {
   /** Device-offline rules, for every patient or for the patient of one device that just connected. */
   checkOffline(deviceId?: string): void {
     const now = this.deps.clock.now()
-    const devices = this.#q.devices!.all() as Array<{ id: string; patient_id: string; online: number; last_seen_at: string | null; created_at: string }>
+    let onePatient: string | undefined
+    if (deviceId !== undefined) {
+      // A connection can only end an offline alert: nothing to do unless one is open.
+      onePatient = (this.#q.patientOfDevice!.get(deviceId) as { patient_id: string } | undefined)?.patient_id
+      if (onePatient === undefined || this.#openSilence(onePatient, 'offline').length === 0) return
+    }
+    const devices = (onePatient !== undefined ? this.#q.devicesOfPatient!.all(onePatient) : this.#q.devices!.all()) as Array<{ id: string; patient_id: string; online: number; last_seen_at: string | null; created_at: string }>
     const byPatient = new Map<string, typeof devices>()
     for (const d of devices) {
       const list = byPatient.get(d.patient_id) ?? []
@@ -509,10 +493,8 @@ export class RuleEngine {
       byPatient.set(d.patient_id, list)
     }
     let patientIds: Set<string>
-    if (deviceId !== undefined) {
-      const d = devices.find((x) => x.id === deviceId)
-      if (!d) return
-      patientIds = new Set([d.patient_id])
+    if (onePatient !== undefined) {
+      patientIds = new Set([onePatient])
     } else {
       const offlineRules = [...this.#set.rules.values()].filter((l) => l.rule.kind === 'offline')
       patientIds = new Set([...byPatient.keys(), ...offlineRules.flatMap((l) => this.alerts.openOfRule(l.rule.id).map((a) => a.patient_id))])

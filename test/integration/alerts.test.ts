@@ -104,6 +104,26 @@ describe('a crisis reading end to end', () => {
   })
 })
 
+describe('a batch of readings', () => {
+  it('is evaluated reading by reading in measurement order, even as the patient\'s first', async () => {
+    const { t, dev, nurse } = await clinic()
+    const at = (minutesAgo: number) => new Date(Date.now() - minutesAgo * 60_000).toISOString()
+    await publish(t, dev, [
+      build.bloodPressure(190, 125, 80, { seq: 1, measuredAt: at(3) }),
+      build.bloodPressure(118, 76, 70, { seq: 2, measuredAt: at(2) }),
+      build.bloodPressure(191, 126, 80, { seq: 3, measuredAt: at(1) }),
+    ])
+    const items = await waitFor(async () => {
+      const res = (await api(t, 'GET', '/api/v1/alerts?status=all', { token: nurse })).body.items as any[]
+      return res.length === 2 ? res : undefined
+    })
+    expect(items.map((a) => [a.ruleId, a.status, a.lastValues.systolicMmHg]).sort()).toEqual([
+      ['bp-crisis', 'open', 191],
+      ['bp-crisis', 'resolved', 118],
+    ])
+  })
+})
+
 describe('acting on alerts', () => {
   it('acknowledges, snoozes within the limit and resolves with a note; others get 404 and patients 403', async () => {
     const { t, dev, nurse, other, patient, threadId } = await clinic()
