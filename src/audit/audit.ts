@@ -43,6 +43,9 @@ export class AuditLog {
   readonly #last: Statement
   readonly #insert: Statement
   readonly #append: (entry: AuditEntry) => void
+  readonly #appendMany: (entries: AuditEntry[]) => void
+  /** Entries waiting for the next batch (recordSoon). */
+  #queue: Array<{ entry: AuditEntry; resolve: () => void; reject: (err: unknown) => void }> = []
 
   constructor(
     private readonly sqlite: SQLiteDatabase,
@@ -53,8 +56,7 @@ export class AuditLog {
       `INSERT INTO audit (at, actor_type, actor_id, action, target, outcome, address, details_json, prev_hash, hash)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
     )
-    // IMMEDIATE: another process (the CLI) appending at the same time cannot fork the chain.
-    this.#append = sqlite.transaction((entry: AuditEntry) => {
+    const appendRow = (entry: AuditEntry) => {
       const prev = (this.#last.get() as { hash: string } | undefined)?.hash ?? GENESIS
       const row = {
         at: new Date(this.clock.now()).toISOString(),
@@ -68,11 +70,38 @@ export class AuditLog {
       }
       const hash = rowHash(prev, row)
       this.#insert.run(row.at, row.actor_type, row.actor_id, row.action, row.target, row.outcome, row.address, row.details_json, prev, hash)
-    }).immediate
+    }
+    // IMMEDIATE: another process (the CLI) appending at the same time cannot fork the chain.
+    this.#append = sqlite.transaction(appendRow).immediate
+    this.#appendMany = sqlite.transaction((entries: AuditEntry[]) => entries.forEach(appendRow)).immediate
   }
 
   record(entry: AuditEntry): void {
     this.#append(entry)
+  }
+
+  /**
+   * Records the entry with others made in the same turn of the event loop, in one transaction
+   * (one disk sync for a burst, such as a provider's first live reading of many patients).
+   * Resolves once it is committed: act on what it records only then.
+   */
+  recordSoon(entry: AuditEntry): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.#queue.push({ entry, resolve, reject })
+      if (this.#queue.length === 1) setImmediate(() => this.#flush())
+    })
+  }
+
+  #flush(): void {
+    const batch = this.#queue
+    this.#queue = []
+    try {
+      this.#appendMany(batch.map((b) => b.entry))
+    } catch (err) {
+      for (const b of batch) b.reject(err)
+      return
+    }
+    for (const b of batch) b.resolve()
   }
 
   /** Walks the chain; returns the first row that does not fit, or ok. */

@@ -219,18 +219,22 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
       })
   }
 
-  const recordFor = (conn: Conn, action: string, outcome: 'allowed' | 'denied', target?: string, details?: Record<string, unknown>) => {
+  const entryFor = (conn: Conn, action: string, outcome: 'allowed' | 'denied', target?: string, details?: Record<string, unknown>) => {
     const p = conn.principal
-    audit.record({
-      actorType: p ? 'user' : 'anonymous',
+    return {
+      actorType: p ? ('user' as const) : ('anonymous' as const),
       actorId: p?.userId ?? 'unknown',
       action,
       outcome,
       address: conn.address,
       ...(target ? { target } : {}),
       details: { via: 'ws', ...details },
-    })
+    }
   }
+  const recordFor = (conn: Conn, action: string, outcome: 'allowed' | 'denied', target?: string, details?: Record<string, unknown>) =>
+    audit.record(entryFor(conn, action, outcome, target, details))
+  /** For pushes that fan out to many sockets at once: batched, and awaited before the push is sent. */
+  const recordSoonFor = (conn: Conn, action: string, target: string) => audit.recordSoon(entryFor(conn, action, 'allowed', target))
 
   // --- session ------------------------------------------------------------------------------
 
@@ -783,7 +787,7 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
           if (!conn.liveReadings.has(patientId)) {
             // Live readings are a read of the record: the first one per socket and patient is audited.
             conn.liveReadings.add(patientId)
-            recordFor(conn, 'readings.live', 'allowed', patientId)
+            await recordSoonFor(conn, 'readings.live', patientId)
           }
           for (const r of list) {
             send(conn, {
@@ -807,7 +811,7 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
         if (!(await mayReceive(conn, alert.patientId))) return
         if (!conn.liveAlerts.has(alert.patientId)) {
           conn.liveAlerts.add(alert.patientId)
-          recordFor(conn, 'alerts.live', 'allowed', alert.patientId)
+          await recordSoonFor(conn, 'alerts.live', alert.patientId)
         }
         send(conn, { type: 'alert', change, alert })
       })
