@@ -25,9 +25,8 @@ import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import { chatKeys, summariseProfile, type ProfileSummary } from './cpu-profile.ts'
-import { forkChild, int, lpad, machineCpu, machineInfo, machineLines, ms, newestProfile, pad, parseSettings, pct, Peer, RESULTS_DIR, usageOf, numberOption } from './harness.ts'
+import { benchArgs, forkChild, int, lpad, machineCpu, machineInfo, machineLines, ms, newestProfile, pad, pct, Peer, RESULTS_DIR, signIn, numberOption } from './harness.ts'
 import { LatencyHistogram, type LatencySummary } from './histogram.ts'
 import { cpuDelta, cpuSnapshot } from './process-stats.ts'
 import type { ChatReport, ChatServerStats, ChatSocketSpec, FromChatServer, FromChatWorker, ToChatServer, ToChatWorker } from './protocol.ts'
@@ -57,29 +56,9 @@ interface Options {
 }
 
 function options(): Options {
-  const { values } = parseArgs({
-    options: {
-      threads: { type: 'string' },
-      participants: { type: 'string' },
-      providers: { type: 'string' },
-      rate: { type: 'string' },
-      workers: { type: 'string' },
-      warmup: { type: 'string' },
-      duration: { type: 'string' },
-      text: { type: 'string' },
-      quick: { type: 'boolean' },
-      profile: { type: 'boolean' },
-      set: { type: 'string', multiple: true },
-      help: { type: 'boolean' },
-    },
-  })
-  if (values.help) {
-    process.stdout.write(usageOf(fileURLToPath(import.meta.url)))
-    process.exit(0)
-  }
+  const { values, quick, profile, settings } = benchArgs(fileURLToPath(import.meta.url), ['threads', 'participants', 'providers', 'rate', 'workers', 'warmup', 'duration', 'text'])
   const env = process.env
   const num = numberOption
-  const quick = values.quick ?? /^(1|true|yes)$/i.test(env.BENCH_QUICK ?? '')
   const participants = Math.floor(num(values.participants, 'PARTICIPANTS', 10, 2))
   const providers = Math.floor(num(values.providers, 'PROVIDERS', 90, 1))
   if (providers < participants - 1) throw new Error(`--providers must be at least --participants - 1 (${participants - 1})`)
@@ -93,41 +72,13 @@ function options(): Options {
     durationS: num(values.duration, 'DURATION', quick ? 5 : 15, 1),
     textLength: Math.floor(num(values.text, 'TEXT', 80, 1)),
     quick,
-    profile: values.profile ?? false,
-    settings: parseSettings(values.set ?? []),
+    profile,
+    settings,
   }
 }
 
 function log(line: string): void {
   process.stderr.write(`  · ${line}\n`)
-}
-
-// ---------------------------------------------------------------- sign-in
-
-interface Login {
-  token: string
-  userId: string
-}
-
-/** Signs every account in over REST, a few at a time (each sign-in is a scrypt check). */
-async function signIn(httpUrl: string, accounts: Array<{ username: string; password: string }>, concurrency: number): Promise<Map<string, Login>> {
-  const out = new Map<string, Login>()
-  let next = 0
-  const lane = async () => {
-    while (next < accounts.length) {
-      const a = accounts[next++]!
-      const res = await fetch(`${httpUrl}/api/v1/auth/login`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body: JSON.stringify({ username: a.username, password: a.password }),
-      })
-      const body = (await res.json()) as { accessToken?: string; user?: { id: string }; code?: string }
-      if (!res.ok || !body.accessToken || !body.user) throw new Error(`sign-in of ${a.username} failed: ${res.status} ${body.code ?? ''}`)
-      out.set(a.username, { token: body.accessToken, userId: body.user.id })
-    }
-  }
-  await Promise.all(Array.from({ length: concurrency }, lane))
-  return out
 }
 
 // ---------------------------------------------------------------- the run

@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs'
 import path from 'node:path'
+import { int, lpad, ms, pad, pct } from './harness.ts'
 
 interface CallFrame {
   functionName: string
@@ -84,6 +85,7 @@ function areaOf(f: CallFrame, caller: CallFrame | undefined): string | undefined
   if (has(f, '/node_modules/ws/')) return 'ws (frames, masking, send)'
   if (has(f, '/src/broker/packet-limit.ts')) return 'packet-size guard stream (packet-limit.ts)'
   if (has(f, '/src/broker/')) return 'broker hooks (broker.ts, topics.ts)'
+  if (has(f, '/src/rules/')) return 'rules and alerts (rules/)'
   if (has(f, '/src/events.ts')) return 'event bus'
   if (has(f, '/src/')) return 'other gateway code'
   if (has(f, '/node_modules/prom-client/')) return 'metrics (prom-client)'
@@ -121,6 +123,33 @@ export function ingestKeys(f: CallFrame): string | undefined {
   if (has(f, '/node_modules/prom-client/')) return 'prom-client'
   if (has(f, 'node:_tls_wrap')) return 'node:_tls_wrap'
   return undefined
+}
+
+/** Key frames of the alert path: a reading through the rules to a provider's socket, then the ingest path's. */
+export function alertKeys(f: CallFrame): string | undefined {
+  if (has(f, '/src/rules/engine.ts') && f.functionName === '#onReadings') return 'RuleEngine#onReadings (rules, in the journal commit)'
+  if (has(f, '/src/rules/alerts.ts')) {
+    if (f.functionName === 'raise' || f.functionName === 'clear') return 'AlertStore.raise / clear (rows, events, thread message)'
+    if (f.functionName === 'announceEffects') return 'announceEffects (alert.updated on the bus)'
+  }
+  if (has(f, '/src/threads/bridge.ts')) return 'thread bridge (a message per spot-check reading)'
+  if (has(f, '/src/http/ws.ts')) {
+    switch (f.functionName) {
+      case 'onReadings':
+        return 'ws onReadings (live readings: queue a push per socket and patient)'
+      case 'onAlert':
+        return 'ws onAlert (queue a push per socket)'
+      case 'mayReceive':
+        return 'ws mayReceive (access check per push)'
+      case 'recordFor':
+        return 'ws recordFor (audit of a first live read)'
+      case 'send':
+        return 'ws send (JSON.stringify + socket write)'
+    }
+  }
+  if (has(f, '/src/identity/access.ts') && f.functionName === 'clinical') return 'AccessPolicy.clinical'
+  if (has(f, '/src/audit/') && f.functionName === 'record') return 'AuditLog.record (a transaction of its own)'
+  return ingestKeys(f)
 }
 
 /** Key frames of the live WebSocket path. */
@@ -209,4 +238,16 @@ export function summariseProfile(file: string, fromUs: number, toUs: number, key
   const shares = (m: Map<string, number>): ProfileShare[] =>
     [...m.entries()].map(([name, us]) => ({ name, ms: us / 1000, share: total ? us / total : 0 })).sort((a, b) => b.ms - a.ms)
   return { file: path.relative(process.cwd(), file), windowMs: total / 1000, categories: shares(self), inclusive: shares(inclusive) }
+}
+
+/** The summary as report lines: `count` things (readings, messages) were handled in the window. */
+export function profileLines(p: ProfileSummary, window: string, count: number, unit = 'reading'): string[] {
+  const lines = [`  CPU profile of the gateway's main thread during ${window} (${ms(p.windowMs)} ms of samples, ${int(count)} ${unit}s; ${p.file}):`]
+  const row = (c: ProfileSummary['categories'][number]) =>
+    `      ${pad(c.name, 54)} ${lpad(ms(c.ms), 7)} ms ${lpad(pct(c.share), 5)} ${lpad(count ? ((c.ms * 1000) / count).toFixed(1) : '-', 7)} µs/${unit}`
+  lines.push('    self time by area (main thread time, on CPU or blocked in a call):')
+  for (const c of p.categories.filter((c) => c.share >= 0.002)) lines.push(row(c))
+  lines.push('    inclusive time of key frames:')
+  for (const c of p.inclusive) lines.push(row(c))
+  return lines
 }

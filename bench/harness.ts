@@ -1,12 +1,15 @@
 /**
- * What the benchmarks share: forked children spoken to over IPC, machine figures, the results
- * directory and number formatting.
+ * What the benchmarks share: forked children spoken to over IPC, signing in to the gateway as a
+ * user or a device, machine figures, the results directory and number formatting.
  */
 import { fork, type ChildProcess } from 'node:child_process'
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs'
 import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import type { IClientOptions } from 'mqtt'
+import type { BenchDevice } from './protocol.ts'
 
 export const BENCH_DIR = path.dirname(fileURLToPath(import.meta.url))
 export const RESULTS_DIR = path.join(BENCH_DIR, 'results')
@@ -96,6 +99,50 @@ export function newestProfile(dir: string): string | undefined {
   return files[0]
 }
 
+// ---------------------------------------------------------------- gateway clients
+
+export interface Login {
+  token: string
+  userId: string
+}
+
+/** Signs every account in over REST, a few at a time (each sign-in is a scrypt check). */
+export async function signIn(httpUrl: string, accounts: Array<{ username: string; password: string }>, concurrency: number): Promise<Map<string, Login>> {
+  const out = new Map<string, Login>()
+  let next = 0
+  const lane = async () => {
+    while (next < accounts.length) {
+      const a = accounts[next++]!
+      const res = await fetch(`${httpUrl}/api/v1/auth/login`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ username: a.username, password: a.password }),
+      })
+      const body = (await res.json()) as { accessToken?: string; user?: { id: string }; code?: string }
+      if (!res.ok || !body.accessToken || !body.user) throw new Error(`sign-in of ${a.username} failed: ${res.status} ${body.code ?? ''}`)
+      out.set(a.username, { token: body.accessToken, userId: body.user.id })
+    }
+  }
+  await Promise.all(Array.from({ length: concurrency }, lane))
+  return out
+}
+
+/** mqtt.js options for a simulated device signing in with its id and secret (MQTT 3.1.1 over TLS). */
+export function deviceClientOptions(device: BenchDevice, ca: string): IClientOptions {
+  return {
+    clientId: device.deviceId,
+    username: device.deviceId,
+    password: device.secret,
+    ca,
+    servername: 'localhost',
+    protocolVersion: 4,
+    clean: true,
+    reconnectPeriod: 0,
+    connectTimeout: 60_000,
+    keepalive: 120,
+  }
+}
+
 // ---------------------------------------------------------------- machine figures
 
 /** Busy and total CPU time of the whole machine, ms (Linux /proc/stat; undefined elsewhere). */
@@ -161,6 +208,33 @@ export function machineLines(machine: MachineInfo, dataDir: string): string[] {
 }
 
 // ---------------------------------------------------------------- options and formatting
+
+/**
+ * A benchmark's command line: string options `--<name> value` for each of `names`, plus what
+ * every benchmark takes: --quick (or BENCH_QUICK=1), --profile, --set key=value (repeatable, see
+ * parseSettings) and --help, which prints the leading comment of `file` and exits.
+ */
+export function benchArgs<K extends string>(file: string, names: readonly K[]) {
+  const { values } = parseArgs({
+    options: {
+      ...Object.fromEntries(names.map((n) => [n, { type: 'string' }] as const)),
+      quick: { type: 'boolean' },
+      profile: { type: 'boolean' },
+      set: { type: 'string', multiple: true },
+      help: { type: 'boolean' },
+    },
+  })
+  if (values.help) {
+    process.stdout.write(usageOf(file))
+    process.exit(0)
+  }
+  return {
+    values: values as Partial<Record<K, string>>,
+    quick: (values.quick as boolean | undefined) ?? /^(1|true|yes)$/i.test(process.env.BENCH_QUICK ?? ''),
+    profile: (values.profile as boolean | undefined) ?? false,
+    settings: parseSettings((values.set as string[] | undefined) ?? []),
+  }
+}
 
 /** A numeric option from `--name` or the BENCH_NAME environment variable, at least `min`. */
 export function numberOption(flag: string | undefined, name: string, fallback: number, min: number): number {

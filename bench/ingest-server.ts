@@ -1,7 +1,7 @@
 /**
- * The broker side of bench/ingest.ts, in its own process so it has a core to itself as far as
- * the machine allows: either a bare aedes broker with no hooks behind a TLS server, or the
- * real gateway (buildGateway) with provisioned devices. Driven over IPC.
+ * The broker side of bench/ingest.ts and bench/alerts.ts, in its own process so it has a core to
+ * itself as far as the machine allows: either a bare aedes broker with no hooks behind a TLS
+ * server, or the real gateway (buildGateway) with provisioned devices. Driven over IPC.
  */
 import { readFileSync } from 'node:fs'
 import tls from 'node:tls'
@@ -10,9 +10,10 @@ import type { AddressInfo } from 'node:net'
 import { Aedes } from 'aedes'
 import { buildGateway, type Gateway } from '../src/app.ts'
 import { loadConfig } from '../src/config/load.ts'
+import { hashSecret } from '../src/crypto/secrets.ts'
 import { DEVICE_KINDS } from '../src/registry/registry.ts'
 import { cpuSnapshot } from './process-stats.ts'
-import type { BenchDevice, FromServer, ServerStart, ToServer } from './protocol.ts'
+import type { BenchDevice, BulkPopulation, FromServer, ServerStart, ToServer } from './protocol.ts'
 
 const send = (m: FromServer) => process.send!(m)
 
@@ -50,6 +51,41 @@ async function startBare(m: ServerStart): Promise<FromServer> {
   return { type: 'ready', port: (server.address() as AddressInfo).port, devices, startupMs: performance.now() - t0 }
 }
 
+/**
+ * A large population in one transaction of direct inserts (the registry writes and syncs each
+ * row on its own): see BulkPopulation. The devices share one secret hashed with a small scrypt
+ * cost, since the broker checks it once per connection, never per reading.
+ */
+async function populate(gateway: Gateway, count: number, p: BulkPopulation): Promise<{ devices: BenchDevice[]; probes: BenchDevice[] }> {
+  if (count + p.probes > p.patients) throw new Error(`${count} devices and ${p.probes} probes need as many patients, not ${p.patients}`)
+  const provider = await gateway.users.add({ username: p.provider.username, password: p.provider.password, role: 'provider', name: 'Bench Provider' })
+  const secret = 'bench-device-secret'
+  const secretHash = await hashSecret(secret, 1024)
+  const at = new Date().toISOString()
+  const sqlite = gateway.store.sqlite
+  const patient = sqlite.prepare('INSERT INTO patients (id, name, timezone, created_at) VALUES (?, ?, ?, ?)')
+  const member = sqlite.prepare('INSERT INTO care_team (patient_id, user_id, added_at) VALUES (?, ?, ?)')
+  const device = sqlite.prepare(`INSERT INTO devices (id, patient_id, kind, secret_hash, status, created_at, disabled_at, online, last_seen_at, last_connected_at)
+    VALUES (?, ?, ?, ?, 'active', ?, NULL, 0, NULL, NULL)`)
+  const devices: BenchDevice[] = []
+  const probes: BenchDevice[] = []
+  sqlite.transaction(() => {
+    for (let i = 0; i < p.patients; i++) {
+      const patientId = `pat-bench-${String(i + 1).padStart(5, '0')}`
+      patient.run(patientId, `Bench Patient ${i + 1}`, 'UTC', at)
+      member.run(patientId, provider.id, at)
+      const d: BenchDevice | undefined =
+        i < count ? { deviceId: deviceId(i), secret, kind: kindOf(i), patientId }
+        : i < count + p.probes ? { deviceId: `probe-${String(i - count + 1).padStart(3, '0')}`, secret, kind: 'bp_cuff', patientId }
+        : undefined
+      if (!d) continue
+      device.run(d.deviceId, patientId, d.kind, secretHash, at)
+      ;(i < count ? devices : probes).push(d)
+    }
+  })()
+  return { devices, probes }
+}
+
 async function startGateway(m: ServerStart): Promise<FromServer> {
   const t0 = performance.now()
   const config = loadConfig({
@@ -71,18 +107,24 @@ async function startGateway(m: ServerStart): Promise<FromServer> {
   const gateway: Gateway = await buildGateway(config)
   const urls = await gateway.start()
 
-  // One patient per device, provisioned as an operator would (secrets are hashed with scrypt).
-  const devices: BenchDevice[] = new Array(m.devices)
-  let next = 0
-  const lane = async () => {
-    while (next < m.devices) {
-      const i = next++
-      const patient = await gateway.registry.addPatient({ name: `Bench Patient ${i + 1}`, timezone: 'UTC' })
-      const device = await gateway.registry.addDevice({ patientId: patient.id, id: deviceId(i), kind: kindOf(i) })
-      devices[i] = { deviceId: device.id, secret: device.secret, kind: device.kind }
+  let devices: BenchDevice[]
+  let probes: BenchDevice[] | undefined
+  if (m.population) {
+    ;({ devices, probes } = await populate(gateway, m.devices, m.population))
+  } else {
+    // One patient per device, provisioned as an operator would (secrets are hashed with scrypt).
+    devices = new Array(m.devices)
+    let next = 0
+    const lane = async () => {
+      while (next < m.devices) {
+        const i = next++
+        const patient = await gateway.registry.addPatient({ name: `Bench Patient ${i + 1}`, timezone: 'UTC' })
+        const device = await gateway.registry.addDevice({ patientId: patient.id, id: deviceId(i), kind: kindOf(i) })
+        devices[i] = { deviceId: device.id, secret: device.secret, kind: device.kind }
+      }
     }
+    await Promise.all(Array.from({ length: 8 }, lane))
   }
-  await Promise.all(Array.from({ length: 8 }, lane))
   if (m.synchronous) gateway.store.sqlite.pragma(`synchronous = ${m.synchronous}`)
 
   stop = async () => {
@@ -97,7 +139,9 @@ async function startGateway(m: ServerStart): Promise<FromServer> {
     type: 'ready',
     port: gateway.broker.ports.tls,
     metricsUrl: `${urls.http}/metrics`,
+    httpUrl: urls.http,
     devices,
+    ...(probes ? { probes } : {}),
     startupMs: performance.now() - t0,
   }
 }

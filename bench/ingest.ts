@@ -18,10 +18,10 @@ import path from 'node:path'
 import { performance } from 'node:perf_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
-import { parseArgs } from 'node:util'
 import { ensureDevelopmentPki, serverNames } from '../src/broker/pki.ts'
-import { summariseProfile, type ProfileSummary } from './cpu-profile.ts'
-import { forkChild, int, lpad, machineCpu, machineInfo, machineLines, ms, newestProfile, pad, parseSettings, pct, Peer, RESULTS_DIR, usageOf, numberOption } from './harness.ts'
+import { profileLines, summariseProfile, type ProfileSummary } from './cpu-profile.ts'
+import { journalFigures, journalLines, scrape, type JournalFigures, type Scrape } from './gateway-metrics.ts'
+import { benchArgs, forkChild, int, lpad, machineCpu, machineInfo, machineLines, ms, newestProfile, pad, pct, Peer, RESULTS_DIR, numberOption } from './harness.ts'
 import { LatencyHistogram, type LatencySummary } from './histogram.ts'
 import { cpuDelta, cpuSnapshot } from './process-stats.ts'
 import type { BenchDevice, CpuSnapshot, FromServer, FromWorker, ServerStart, ToServer, ToWorker, WorkerMark } from './protocol.ts'
@@ -54,34 +54,14 @@ interface Options {
 }
 
 function options(): Options {
-  const { values } = parseArgs({
-    options: {
-      devices: { type: 'string' },
-      duration: { type: 'string' },
-      workers: { type: 'string' },
-      window: { type: 'string' },
-      rate: { type: 'string' },
-      quick: { type: 'boolean' },
-      only: { type: 'string' },
-      profile: { type: 'boolean' },
-      synchronous: { type: 'string' },
-      set: { type: 'string', multiple: true },
-      help: { type: 'boolean' },
-    },
-  })
-  if (values.help) {
-    process.stdout.write(usageOf(fileURLToPath(import.meta.url)))
-    process.exit(0)
-  }
+  const { values, quick, profile, settings } = benchArgs(fileURLToPath(import.meta.url), ['devices', 'duration', 'workers', 'window', 'rate', 'only', 'synchronous'])
   const env = process.env
   const num = numberOption
-  const quick = values.quick ?? /^(1|true|yes)$/i.test(env.BENCH_QUICK ?? '')
   const durationS = num(values.duration, 'DURATION', quick ? 3 : 10, 1)
   const only = (values.only ?? env.BENCH_ONLY ?? 'bare,gateway').split(',').map((s) => s.trim())
   for (const t of only) if (t !== 'bare' && t !== 'gateway') throw new Error(`--only takes bare, gateway or both, got "${t}"`)
   const sync = (values.synchronous ?? env.BENCH_SYNCHRONOUS)?.toUpperCase()
   if (sync !== undefined && !['FULL', 'NORMAL', 'OFF'].includes(sync)) throw new Error('--synchronous takes FULL, NORMAL or OFF')
-  const settings = parseSettings(values.set ?? [])
   return {
     devices: Math.floor(num(values.devices, 'DEVICES', 240, 1)),
     workers: Math.floor(num(values.workers, 'WORKERS', 2, 1)),
@@ -93,7 +73,7 @@ function options(): Options {
     fixedDurationS: durationS,
     quick,
     only: only as Target[],
-    profile: values.profile ?? false,
+    profile,
     synchronous: sync as Options['synchronous'],
     settings,
   }
@@ -103,57 +83,6 @@ function options(): Options {
 
 type ServerPeer = Peer<ToServer, FromServer>
 type WorkerPeer = Peer<ToWorker, FromWorker>
-
-// ---------------------------------------------------------------- /metrics
-
-type Scrape = Map<string, number>
-
-async function scrape(url: string | undefined): Promise<Scrape | undefined> {
-  if (!url) return undefined
-  try {
-    const text = await (await fetch(url)).text()
-    const samples: Scrape = new Map()
-    for (const line of text.split('\n')) {
-      if (!line || line.startsWith('#')) continue
-      const m = /^([^\s{]+)(\{[^}]*\})?\s+(\S+)/.exec(line)
-      if (m) samples.set(m[1]! + (m[2] ?? ''), Number(m[3]))
-    }
-    return samples
-  } catch {
-    return undefined
-  }
-}
-
-interface HistogramDelta {
-  count: number
-  sum: number
-  /** Non-cumulative counts per bucket, labelled by the bucket's upper bound. */
-  buckets: Array<{ le: string; count: number }>
-}
-
-function histogramDelta(before: Scrape, after: Scrape, name: string): HistogramDelta {
-  const get = (s: Scrape, key: string) => s.get(key) ?? 0
-  const les: string[] = []
-  for (const key of after.keys()) {
-    const m = new RegExp(`^${name}_bucket\\{le="([^"]+)"\\}$`).exec(key)
-    if (m) les.push(m[1]!)
-  }
-  let previous = 0
-  const buckets = les.map((le) => {
-    const key = `${name}_bucket{le="${le}"}`
-    const cumulative = get(after, key) - get(before, key)
-    const count = cumulative - previous
-    previous = cumulative
-    return { le, count }
-  })
-  return { count: get(after, `${name}_count`) - get(before, `${name}_count`), sum: get(after, `${name}_sum`) - get(before, `${name}_sum`), buckets }
-}
-
-function counterDelta(before: Scrape, after: Scrape, prefix: string): number {
-  let total = 0
-  for (const [key, value] of after) if (key === prefix || key.startsWith(prefix + '{')) total += value - (before.get(key) ?? 0)
-  return total
-}
 
 // ---------------------------------------------------------------- one broker under load
 
@@ -182,18 +111,6 @@ interface FixedResult {
   maxScheduleLagMs: number
   serverCpuUsPerReading: number
   serverLoopUtilisation: number
-}
-
-interface JournalFigures {
-  commits: number
-  readingsPerCommitMean: number
-  commitSizeHistogram: Array<{ le: string; count: number }>
-  commitMsMean: number
-  commitSecondsHistogram: Array<{ le: string; count: number }>
-  /** The gateway's own PUBACK latency histogram (receive to commit), mean in ms. */
-  serverPubackMsMean: number
-  accepted: number
-  quarantined: number
 }
 
 interface TargetResult {
@@ -367,22 +284,6 @@ function fixedFigures(opts: Options, replies: Array<Extract<FromWorker, { type: 
   }
 }
 
-function journalFigures(before: Scrape, after: Scrape): JournalFigures {
-  const size = histogramDelta(before, after, 'rpm_journal_commit_readings')
-  const seconds = histogramDelta(before, after, 'rpm_journal_commit_seconds')
-  const puback = histogramDelta(before, after, 'rpm_puback_latency_seconds')
-  return {
-    commits: size.count,
-    readingsPerCommitMean: size.count ? size.sum / size.count : Number.NaN,
-    commitSizeHistogram: size.buckets,
-    commitMsMean: seconds.count ? (seconds.sum / seconds.count) * 1000 : Number.NaN,
-    commitSecondsHistogram: seconds.buckets,
-    serverPubackMsMean: puback.count ? (puback.sum / puback.count) * 1000 : Number.NaN,
-    accepted: counterDelta(before, after, 'rpm_readings_accepted_total'),
-    quarantined: counterDelta(before, after, 'rpm_readings_quarantined_total'),
-  }
-}
-
 // ---------------------------------------------------------------- report
 
 function report(opts: Options, results: TargetResult[]): string[] {
@@ -450,13 +351,7 @@ function report(opts: Options, results: TargetResult[]): string[] {
     out.push(`  fixed-rate PUBACK latency ms: p50 ${ms(f.latency.p50Ms)}, p90 ${ms(f.latency.p90Ms)}, p99 ${ms(f.latency.p99Ms)}, p99.9 ${ms(f.latency.p999Ms)}, max ${ms(f.latency.maxMs)} (n=${int(f.latency.count)})`)
     if (r.journal) {
       for (const [j, window] of [[r.journal.saturation, 'saturation'], [r.journal.fixed, `${int(opts.ratePerSecond)}/s`]] as const) {
-        out.push(
-          `  journal at ${window}: ${int(j.commits)} commits, ${j.readingsPerCommitMean.toFixed(1)} readings/commit on average, ` +
-            `${ms(j.commitMsMean)} ms per commit (inserts + COMMIT + fsync); server-side PUBACK wait ${ms(j.serverPubackMsMean)} ms mean; ` +
-            `${int(j.accepted)} accepted, ${int(j.quarantined)} quarantined`,
-        )
-        out.push(`    readings per commit (rpm_journal_commit_readings): ${j.commitSizeHistogram.filter((b) => b.count > 0).map((b) => `<=${b.le}: ${int(b.count)}`).join(', ')}`)
-        out.push(`    commit time (rpm_journal_commit_seconds): ${j.commitSecondsHistogram.filter((b) => b.count > 0).map((b) => `<=${b.le === '+Inf' ? b.le : `${Number(b.le) * 1000}ms`}: ${int(b.count)}`).join(', ')}`)
+        out.push(...journalLines(j, window))
       }
     }
     const t = r.totals
@@ -470,17 +365,6 @@ function report(opts: Options, results: TargetResult[]): string[] {
     }
   }
   return out
-}
-
-function profileLines(p: ProfileSummary, window: string, readings: number): string[] {
-  const lines = [`  CPU profile of the gateway's main thread during ${window} (${ms(p.windowMs)} ms of samples, ${int(readings)} readings; ${p.file}):`]
-  const row = (c: ProfileSummary['categories'][number]) =>
-    `      ${pad(c.name, 54)} ${lpad(ms(c.ms), 7)} ms ${lpad(pct(c.share), 5)} ${lpad(readings ? ((c.ms * 1000) / readings).toFixed(1) : '-', 7)} µs/reading`
-  lines.push('    self time by area (main thread time, on CPU or blocked in a call):')
-  for (const c of p.categories.filter((c) => c.share >= 0.002)) lines.push(row(c))
-  lines.push('    inclusive time of key frames:')
-  for (const c of p.inclusive) lines.push(row(c))
-  return lines
 }
 
 // ---------------------------------------------------------------- main

@@ -1,5 +1,5 @@
 /**
- * One load process for bench/ingest.ts: connects its share of the simulated devices over
+ * One load process for bench/ingest.ts and bench/alerts.ts: connects its share of the simulated devices over
  * MQTT/TLS (mqtt.js, MQTT 3.1.1) and publishes valid readings at QoS1, either keeping a fixed
  * window of unacknowledged publishes per device (saturation) or on an open-loop schedule at a
  * fixed rate. Driven over IPC; answers with counts, PUBACK latency histograms and its own CPU.
@@ -7,6 +7,7 @@
 import { performance } from 'node:perf_hooks'
 import mqtt, { type MqttClient } from 'mqtt'
 import { build, KIND_READINGS, type ReadingPayload } from '../device-simulator/readings.ts'
+import { deviceClientOptions } from './harness.ts'
 import { LatencyHistogram } from './histogram.ts'
 import { cpuSnapshot } from './process-stats.ts'
 import type { BenchDevice, FromWorker, ToWorker } from './protocol.ts'
@@ -14,13 +15,26 @@ import type { BenchDevice, FromWorker, ToWorker } from './protocol.ts'
 type Maker = (seq: number) => ReadingPayload
 
 // Plausible values that vary with seq; alternate units so unit conversion is exercised too.
-const MAKERS: Record<keyof typeof build, Maker> = {
+// They sweep past some of the shipped rules' limits (sustained stage-2 blood pressure, weight swings).
+const VARIED: Record<keyof typeof build, Maker> = {
   bloodPressure: (seq) => build.bloodPressure(112 + (seq % 37), 68 + (seq % 17), 58 + (seq % 31), { seq }),
   glucose: (seq) => (seq % 2 ? build.glucose(85 + (seq % 60), 'mg/dL', { seq }) : build.glucose(4.8 + (seq % 30) / 10, 'mmol/L', { seq })),
   spo2: (seq) => build.spo2(93 + (seq % 7), 62 + (seq % 25), { seq }),
   heartRate: (seq) => build.heartRate(58 + (seq % 40), { seq }),
   weight: (seq) => (seq % 2 ? build.weight(72 + (seq % 90) / 10, 'kg', { seq }) : build.weight(158 + (seq % 90) / 10, 'lb', { seq })),
   temperature: (seq) => (seq % 2 ? build.temperature(36.4 + (seq % 12) / 10, 'C', { seq }) : build.temperature(97.6 + (seq % 20) / 10, 'F', { seq })),
+}
+
+const kgToLb = (kg: number) => Math.round(kg * 2.20462 * 10) / 10
+
+// Inside every shipped rule's limits, weight steady within 0.4 kg: background that raises no alert.
+const NORMAL: Record<keyof typeof build, Maker> = {
+  bloodPressure: (seq) => build.bloodPressure(112 + (seq % 17), 68 + (seq % 13), 60 + (seq % 25), { seq }),
+  glucose: (seq) => (seq % 2 ? build.glucose(90 + (seq % 40), 'mg/dL', { seq }) : build.glucose(5.2 + (seq % 20) / 10, 'mmol/L', { seq })),
+  spo2: (seq) => build.spo2(95 + (seq % 5), 62 + (seq % 25), { seq }),
+  heartRate: (seq) => build.heartRate(58 + (seq % 40), { seq }),
+  weight: (seq) => (seq % 2 ? build.weight(74 + (seq % 5) / 10, 'kg', { seq }) : build.weight(kgToLb(74 + (seq % 5) / 10), 'lb', { seq })),
+  temperature: (seq) => (seq % 2 ? build.temperature(36.4 + (seq % 10) / 10, 'C', { seq }) : build.temperature(97.6 + (seq % 14) / 10, 'F', { seq })),
 }
 
 interface Device {
@@ -93,22 +107,12 @@ function waitDrained(timeoutMs: number): Promise<void> {
   })
 }
 
-async function connect(url: string, ca: string, creds: BenchDevice[], concurrency: number): Promise<void> {
+async function connect(url: string, ca: string, creds: BenchDevice[], concurrency: number, values: 'varied' | 'normal'): Promise<void> {
+  const makers = values === 'normal' ? NORMAL : VARIED
   const t0 = performance.now()
   let next = 0
   const connectOne = async (cred: BenchDevice): Promise<Device> => {
-    const client = await mqtt.connectAsync(url, {
-      clientId: cred.deviceId,
-      username: cred.deviceId,
-      password: cred.secret,
-      ca,
-      servername: 'localhost',
-      protocolVersion: 4,
-      clean: true,
-      reconnectPeriod: 0,
-      connectTimeout: 60_000,
-      keepalive: 120,
-    })
+    const client = await mqtt.connectAsync(url, deviceClientOptions(cred, ca))
     client.on('error', () => {
       errors++
     })
@@ -117,7 +121,7 @@ async function connect(url: string, ca: string, creds: BenchDevice[], concurrenc
       id: cred.deviceId,
       client,
       topic: `devices/${cred.deviceId}/readings`,
-      makers: names.map((n) => MAKERS[n]),
+      makers: names.map((n) => makers[n]),
       seq: 0,
       inflight: 0,
     }
@@ -201,7 +205,7 @@ process.on('message', (raw) => {
   const fail = (err: unknown) => send({ type: 'error', message: (err as Error).message ?? String(err) })
   switch (m.cmd) {
     case 'connect':
-      connect(m.url, m.ca, m.devices, m.concurrency).catch(fail)
+      connect(m.url, m.ca, m.devices, m.concurrency, m.values ?? 'varied').catch(fail)
       break
     case 'saturate':
       mode = 'saturate'

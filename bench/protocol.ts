@@ -1,10 +1,12 @@
-/** Messages between the benchmarks (bench/ingest.ts, bench/chat.ts) and their child processes (Node IPC, JSON). */
+/** Messages between the benchmarks (bench/ingest.ts, bench/chat.ts, bench/alerts.ts) and their child processes (Node IPC, JSON). */
 import type { HistogramSnapshot } from './histogram.ts'
 
 export interface BenchDevice {
   deviceId: string
   secret: string
   kind: string
+  /** Whose device it is (gateway runs provisioned in bulk). */
+  patientId?: string
 }
 
 export interface CpuSnapshot {
@@ -30,12 +32,24 @@ export interface ServerStart {
   settings: Record<string, string | number | boolean>
   /** PRAGMA synchronous for the journal, applied after start-up (diagnostics only). */
   synchronous?: 'FULL' | 'NORMAL' | 'OFF'
+  /** Gateway only: a large population inserted in bulk instead of one patient per device through the registry. */
+  population?: BulkPopulation
+}
+
+/**
+ * `patients` patients; the first `devices` of them have one device each (kinds in turn), the
+ * next `probes` one bp_cuff each; one provider is on every care team.
+ */
+export interface BulkPopulation {
+  patients: number
+  probes: number
+  provider: { username: string; password: string }
 }
 
 export type ToServer = ServerStart | { cmd: 'cpu' } | { cmd: 'stop' }
 
 export type FromServer =
-  | { type: 'ready'; port: number; metricsUrl?: string; devices: BenchDevice[]; startupMs: number }
+  | { type: 'ready'; port: number; metricsUrl?: string; httpUrl?: string; devices: BenchDevice[]; probes?: BenchDevice[]; startupMs: number }
   | { type: 'cpu'; cpu: CpuSnapshot }
   | { type: 'stopped'; storedReadings?: number; quarantined?: number }
   | { type: 'error'; message: string }
@@ -43,7 +57,8 @@ export type FromServer =
 // ---- load processes (bench/load-worker.ts) ----
 
 export type ToWorker =
-  | { cmd: 'connect'; url: string; ca: string; devices: BenchDevice[]; concurrency: number }
+  /** values: 'varied' (default) sweeps plausible values, some past the shipped rules' limits; 'normal' stays inside them. */
+  | { cmd: 'connect'; url: string; ca: string; devices: BenchDevice[]; concurrency: number; values?: 'varied' | 'normal' }
   | { cmd: 'saturate'; window: number }
   | { cmd: 'mark' }
   | { cmd: 'stop' }
