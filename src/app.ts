@@ -22,6 +22,7 @@ import { RuleEngine, loadRules } from './rules/engine.ts'
 import { rulesDir } from './rules/load.ts'
 import { startThreadBridge } from './threads/bridge.ts'
 import { Threads } from './threads/threads.ts'
+import { TimeSeriesWriter } from './timeseries/writer.ts'
 
 export interface GatewayDeps {
   clock?: Clock
@@ -51,6 +52,7 @@ export interface Gateway {
   readonly broker: DeviceBroker
   readonly http: FastifyInstance
   readonly reminders: Reminders
+  readonly timeseries: TimeSeriesWriter
   start(): Promise<GatewayUrls>
   stop(): Promise<void>
   urls(): GatewayUrls
@@ -137,6 +139,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
       return { messageId: message.id, created, announce }
     },
   })
+  const timeseries = new TimeSeriesWriter({ config: config.influx, store, bus, clock, log: log.child({ module: 'timeseries' }), metrics })
   let started = false
   const http = await buildHttpServer({
     config: config.http,
@@ -154,6 +157,11 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
       database: () => store.sqlite.open,
       journal: () => ingest.healthy,
       mqtt: () => started && broker.listening,
+      // InfluxDB away or behind is "degraded": readings are safe in the journal meanwhile.
+      influxdb: () => {
+        const state = timeseries.status().state
+        return state === 'up' ? true : state
+      },
     },
   })
   let httpPort = 0
@@ -186,6 +194,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     broker,
     http,
     reminders,
+    timeseries,
     urls,
     async start() {
       await broker.listen()
@@ -199,6 +208,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
       httpPort = (http.server.address() as { port: number }).port
       reminders.start() // catches up what came due while the gateway was down, then follows reminders.cron
       rules.start()
+      timeseries.start()
       started = true
       return urls()
     },
@@ -209,6 +219,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
       ingest.flush()
       await broker.close()
       ingest.close()
+      await timeseries.stop()
       stopThreadBridge()
       rules.stop()
       await http.close()

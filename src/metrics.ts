@@ -72,6 +72,16 @@ export function createMetrics() {
       labelNames: ['outcome'] as const,
       registers: [registry],
     }),
+    timeseriesBacklog: new Gauge({ name: 'rpm_timeseries_backlog_readings', help: 'Readings in the journal not yet confirmed by InfluxDB', registers: [registry] }),
+    timeseriesOldestPending: new Gauge({ name: 'rpm_timeseries_oldest_pending_seconds', help: 'Age of the oldest reading not yet confirmed by InfluxDB (0 when none)', registers: [registry] }),
+    timeseriesPointsWritten: new Counter({ name: 'rpm_timeseries_points_written_total', help: 'Points InfluxDB confirmed', registers: [registry] }),
+    timeseriesPointsRejected: new Counter({ name: 'rpm_timeseries_points_rejected_total', help: 'Points InfluxDB refused as invalid, set aside with the reason', registers: [registry] }),
+    timeseriesBatchesFailed: new Counter({
+      name: 'rpm_timeseries_batches_failed_total',
+      help: 'Write requests that failed, by reason: unavailable (retried) or rejected (split, then set aside)',
+      labelNames: ['reason'] as const,
+      registers: [registry],
+    }),
     rulesRefused: new Gauge({ name: 'rpm_rules_change_refused', help: '1 while the rule files on disk hold a refused change (the previous rules are in force)', registers: [registry] }),
   }
 }

@@ -22,6 +22,8 @@ import type { NormalisedReading } from '../ingest/types.ts'
 import { addOnCall } from '../rules/on-call.ts'
 import { RuleLoadError, loadRuleDir, rulesDir } from '../rules/load.ts'
 import { rulesForPatient, simulate } from '../rules/simulate.ts'
+import { backfill, progressLine } from '../timeseries/backfill.ts'
+import { isConfigured, targetOf } from '../timeseries/writer.ts'
 import type { RuleOverride } from '../rules/spec.ts'
 import { openStore, type Store } from '../store/db.ts'
 import type { DeviceKind, Role } from '../store/schema.ts'
@@ -99,7 +101,7 @@ export function buildProgram(): Command {
       for (const name of unknownEnvNames()) process.stderr.write(`warning: ${name} names no configuration key; ignored\n`)
       const urls = await gateway.start()
       if (out.json) process.stdout.write(JSON.stringify(urls) + '\n')
-      else process.stdout.write(banner(urls, gateway.rules.status()) + '\n')
+      else process.stdout.write(banner(urls, gateway.rules.status(), gateway.config.influx) + '\n')
       await new Promise<void>((resolve) => {
         let stopping = false
         const stop = (signal: string) => {
@@ -523,6 +525,60 @@ export function buildProgram(): Command {
       out.print(table(items, ['id', 'username', 'startsAt', 'endsAt']), { items })
     })
 
+  // --- time series --------------------------------------------------------------------------
+
+  const timeseries = program.command('timeseries').description('the InfluxDB time series')
+  timeseries
+    .command('backfill')
+    .description('replay the readings journal into InfluxDB (a new bucket, a restored server); safe to run twice')
+    .option('--since <iso>', 'only readings measured at or after this time')
+    .option('--batch-size <n>', 'points per write request (default: influx.batchSize)')
+    .action(async (o: { since?: string; batchSize?: string }, cmd: Command) => {
+      const opts = g(cmd)
+      const out = output(opts)
+      const cfg = config(opts)
+      if (!isConfigured(cfg.influx)) {
+        throw new RpmError('RPM_ERR_CONFIG_INVALID', 'no InfluxDB configured: set influx.url, influx.token, influx.org and influx.bucket (RPM_INFLUX_URL, ...)', { details: { field: 'influx.url' } })
+      }
+      const since = o.since === undefined ? undefined : Date.parse(o.since)
+      if (since !== undefined && Number.isNaN(since)) throw new RpmError('RPM_ERR_BAD_REQUEST', '--since must be an ISO-8601 time, e.g. 2026-11-01T00:00:00Z', { details: { field: 'since' } })
+      const batchSize = o.batchSize === undefined ? cfg.influx.batchSize : intOption(o.batchSize, 'batch-size')
+      const result = await withStore(opts, async (store, _r, audit) => {
+        const r = await backfill(store, cfg.influx, {
+          batchSize,
+          ...(since !== undefined ? { since: new Date(since).toISOString() } : {}),
+          progress: out.json || !process.stderr.isTTY ? undefined : (p) => process.stderr.write(`\r${progressLine(p)}   `),
+        })
+        audit.record({ actorType: 'operator', actorId: operator(), action: 'timeseries.backfill', target: targetOf(cfg.influx), outcome: 'allowed', details: { points: r.sent, refused: r.refused.length, since: o.since ?? null } })
+        return r
+      })
+      if (!out.json && process.stderr.isTTY) process.stderr.write('\n')
+      out.print(
+        `sent ${result.sent.toLocaleString('en-US')} points in ${(result.elapsedMs / 1000).toFixed(1)} s (${Math.round(result.sent / Math.max(result.elapsedMs / 1000, 0.001)).toLocaleString('en-US')}/s)` +
+          (result.refused.length ? `; InfluxDB refused ${result.refused.length} (reading ids ${result.refused.slice(0, 10).map((r) => r.id).join(', ')}${result.refused.length > 10 ? ', ...' : ''}): ${result.refused[0]!.reason}` : ''),
+        result,
+      )
+      if (result.refused.length > 0) process.exitCode = 1
+    })
+  timeseries
+    .command('status')
+    .description('how far InfluxDB is behind the journal (from the database; the gateway need not run)')
+    .action(async (_o: unknown, cmd: Command) => {
+      const opts = g(cmd)
+      const out = output(opts)
+      const cfg = config(opts)
+      if (!isConfigured(cfg.influx)) return out.print('no InfluxDB configured (influx.url is empty)', { configured: false })
+      const s = await withStore(opts, async (store) => {
+        const key = `timeseries.cursor:${targetOf(cfg.influx)}`
+        const cursor = Number((store.sqlite.prepare('SELECT value FROM gateway_state WHERE key = ?').get(key) as { value: string } | undefined)?.value ?? 0)
+        const max = (store.sqlite.prepare('SELECT COALESCE(MAX(id), 0) AS id FROM readings').get() as { id: number }).id
+        const oldest = (store.sqlite.prepare('SELECT received_at FROM readings WHERE id > ? ORDER BY id LIMIT 1').get(cursor) as { received_at: string } | undefined)?.received_at ?? null
+        const refused = (store.sqlite.prepare('SELECT COUNT(*) AS n FROM timeseries_rejected WHERE target = ?').get(targetOf(cfg.influx)) as { n: number }).n
+        return { configured: true, target: targetOf(cfg.influx), writtenUpTo: cursor, backlog: Math.max(0, max - cursor), oldestPendingAt: oldest, refused }
+      })
+      out.print(`${s.target}: ${s.backlog.toLocaleString('en-US')} readings not yet written${s.oldestPendingAt ? ` (oldest received ${s.oldestPendingAt})` : ''}; ${s.refused} refused as invalid`, s)
+    })
+
   const audit = program.command('audit').description('the audit trail')
   audit
     .command('verify')
@@ -537,7 +593,7 @@ export function buildProgram(): Command {
   return program
 }
 
-function banner(u: GatewayUrls, rules: { dir: string; count: number; files: string[] }): string {
+function banner(u: GatewayUrls, rules: { dir: string; count: number; files: string[] }, influx: GatewayConfig['influx']): string {
   const rel = (p: string) => path.relative(process.cwd(), p) || p
   const dataFlag = u.dataDir === path.resolve('data') ? '' : ` --data-dir ${rel(u.dataDir)}`
   return [
@@ -551,6 +607,7 @@ function banner(u: GatewayUrls, rules: { dir: string; count: number; files: stri
     `  REST API        ${u.http}/api/v1    (OpenAPI and a UI to try it: ${u.http}/docs)`,
     `  WebSocket       ${u.http.replace(/^http/, 'ws')}/api/v1/ws    (docs/websocket.md)`,
     `  Clinical rules  ${rules.count} rules in ${rules.files.length} files from ${rules.dir}    (docs/rules.md; edits apply without a restart)`,
+    `  Time series     ${isConfigured(influx) ? `InfluxDB ${influx.url} (org ${influx.org}, bucket ${influx.bucket})` : 'off: no InfluxDB configured (RPM_INFLUX_URL); readings stay in the journal'}    (docs/timeseries.md)`,
     '',
     'Provision a device:',
     `  npx rpm-gateway${dataFlag} patient add --name "Jane Doe"`,

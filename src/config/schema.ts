@@ -96,6 +96,23 @@ export interface GatewayConfig {
      */
     escalation: Record<'info' | 'warning' | 'urgent' | 'critical', { tierMinutes: number[]; repeatMinutes: number }>
   }
+  /** InfluxDB 2.x (or anything that speaks its /api/v2/write): off while url is empty. */
+  influx: {
+    url: string
+    token: string
+    org: string
+    bucket: string
+    /** Points per write request. */
+    batchSize: number
+    /** How long the writer waits for more readings before sending a partial batch. */
+    flushIntervalMs: number
+    /** A write request that takes longer is abandoned and retried. */
+    timeoutMs: number
+    /** Longest wait between retries while InfluxDB is down (the wait doubles from 1 s up to this). */
+    maxRetryDelayMs: number
+    /** /readyz says degraded when the oldest reading not yet written is older than this. */
+    degradedAfterSeconds: number
+  }
   reminders: {
     /** When the reminder clock runs (node-cron syntax; six fields for seconds). */
     cron: string
@@ -112,7 +129,7 @@ const str = { type: 'string' } as const
 export const configSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['dataDir', 'log', 'http', 'mqtt', 'auth', 'ingest', 'threads', 'websocket', 'rules', 'alerts', 'reminders'],
+  required: ['dataDir', 'log', 'http', 'mqtt', 'auth', 'ingest', 'threads', 'websocket', 'rules', 'alerts', 'influx', 'reminders'],
   properties: {
     dataDir: { type: 'string', minLength: 1, default: './data' },
     log: {
@@ -306,6 +323,23 @@ export const configSchema = {
             },
           },
         },
+      },
+    },
+    influx: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['url', 'token', 'org', 'bucket', 'batchSize', 'flushIntervalMs', 'timeoutMs', 'maxRetryDelayMs', 'degradedAfterSeconds'],
+      default: {},
+      properties: {
+        url: { ...str, default: '', pattern: '^(https?://.+)?$' },
+        token: { ...str, default: '' },
+        org: { ...str, default: '' },
+        bucket: { ...str, default: '' },
+        batchSize: { type: 'integer', minimum: 1, maximum: 50000, default: 5000 },
+        flushIntervalMs: { type: 'integer', minimum: 10, maximum: 60000, default: 1000 },
+        timeoutMs: { type: 'integer', minimum: 100, maximum: 300000, default: 10000 },
+        maxRetryDelayMs: { type: 'integer', minimum: 100, maximum: 600000, default: 30000 },
+        degradedAfterSeconds: { type: 'integer', minimum: 1, default: 60 },
       },
     },
     reminders: {

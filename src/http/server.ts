@@ -29,8 +29,8 @@ export interface HttpDeps {
   alerts: AlertRouteDeps
   /** The live WebSocket at /api/v1/ws. */
   live: WebSocketDeps
-  /** Checks behind /readyz; each returns true when its part is ready. */
-  readiness: Record<string, () => boolean>
+  /** Checks behind /readyz: true (up), false (down: not ready) or 'degraded' (working, but behind; still ready); 'off' is left out. */
+  readiness: Record<string, () => boolean | 'degraded' | 'off'>
 }
 
 const LOOPBACK = new Set(['127.0.0.1', '::1', 'localhost'])
@@ -115,8 +115,12 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }))
 
   app.get('/readyz', { schema: { hide: true } }, async (_req, reply) => {
-    const checks = Object.fromEntries(Object.entries(deps.readiness).map(([name, check]) => [name, check() ? 'up' : 'down']))
-    const ready = Object.values(checks).every((v) => v === 'up')
+    const checks: Record<string, string> = {}
+    for (const [name, check] of Object.entries(deps.readiness)) {
+      const v = check()
+      if (v !== 'off') checks[name] = v === 'degraded' ? 'degraded' : v ? 'up' : 'down'
+    }
+    const ready = Object.values(checks).every((v) => v !== 'down')
     return reply.status(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not_ready', checks })
   })
 

@@ -389,6 +389,22 @@ migrations['0005-reminders'] = {
   },
 }
 
+migrations['0006-timeseries'] = {
+  async up(db: Kysely<any>) {
+    // Readings InfluxDB refused as invalid (a 4xx for that point alone): set aside with the
+    // reason so the ones behind them are not held up. The readings themselves stay in the journal.
+    await db.schema
+      .createTable('timeseries_rejected')
+      .addColumn('id', 'integer', (c) => c.primaryKey().autoIncrement())
+      .addColumn('reading_id', 'integer', (c) => c.notNull().references('readings.id'))
+      .addColumn('target', 'text', (c) => c.notNull())
+      .addColumn('status', 'integer', (c) => c.notNull())
+      .addColumn('reason', 'text', (c) => c.notNull())
+      .addColumn('rejected_at', 'text', (c) => c.notNull())
+      .execute()
+  },
+}
+
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {
     return migrations

@@ -294,6 +294,16 @@ export interface GatewayStateTable {
   value: string
 }
 
+export interface TimeseriesRejectedTable {
+  id: Generated<number>
+  reading_id: number
+  /** The InfluxDB it was refused by: url|org|bucket. */
+  target: string
+  status: number
+  reason: string
+  rejected_at: string
+}
+
 export interface Database {
   patients: PatientTable
   devices: DeviceTable
@@ -317,4 +327,5 @@ export interface Database {
   reminder_schedules: ReminderScheduleTable
   reminder_occurrences: ReminderOccurrenceTable
   gateway_state: GatewayStateTable
+  timeseries_rejected: TimeseriesRejectedTable
 }
