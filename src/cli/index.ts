@@ -595,7 +595,10 @@ export function buildProgram(): Command {
 
 function banner(u: GatewayUrls, rules: { dir: string; count: number; files: string[] }, influx: GatewayConfig['influx']): string {
   const rel = (p: string) => path.relative(process.cwd(), p) || p
-  const dataFlag = u.dataDir === path.resolve('data') ? '' : ` --data-dir ${rel(u.dataDir)}`
+  // No flag when the CLI finds the same directory by itself (the default, or RPM_DATA_DIR).
+  const found = path.resolve(process.env.RPM_DATA_DIR ?? 'data')
+  const shown = rel(u.dataDir).startsWith('..') ? u.dataDir : rel(u.dataDir)
+  const dataFlag = u.dataDir === found ? '' : ` --data-dir ${shown}`
   return [
     'rpm-gateway is running',
     `  data directory  ${u.dataDir}`,
