@@ -220,7 +220,8 @@ export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): P
     const page = rows.slice(0, limit)
     const last = page[page.length - 1]
     const nextCursor = rows.length > limit && last ? Buffer.from(JSON.stringify({ r: last.rank, o: last.opened_at, i: last.id })).toString('base64url') : null
-    record(req, 'alerts.read', 'allowed', q.patientId, { count: page.length, status })
+    // Whose alerts were shown, so the trail answers "who saw this patient's data".
+    record(req, 'alerts.read', 'allowed', q.patientId, { count: page.length, status, patientIds: [...new Set(page.map((a) => a.patient_id))] })
     return { items: page.map(toAlert), nextCursor }
   })
 
@@ -340,9 +341,10 @@ export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): P
   /** Only a provider who may see the patient changes their thresholds. */
   const mayTune = async (req: FastifyRequest, patientId: string, action: string): Promise<AccessBasis> => {
     const basis = await clinical(req, patientId, action, { target: patientId, error: noPatient(patientId) })
-    if (req.principal!.role !== 'provider') {
+    // An escalation lets a provider act on the alert, not change the patient's care plan.
+    if (req.principal!.role !== 'provider' || basis !== 'care_team') {
       record(req, action, 'denied', patientId, { code: 'RPM_ERR_FORBIDDEN' })
-      throw new RpmError('RPM_ERR_FORBIDDEN', 'only a provider caring for the patient changes their thresholds')
+      throw new RpmError('RPM_ERR_FORBIDDEN', 'only a provider on the patient\'s care team changes their thresholds')
     }
     return basis
   }
@@ -367,7 +369,8 @@ export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): P
     const { patientId, ruleId } = req.params
     const basis = await mayTune(req, patientId, 'thresholds.change')
     const { version } = audited(req, 'thresholds.change', patientId, () => rules.setOverride(patientId, ruleId, req.body.override, req.body.reason.trim(), req.principal!.userId))
-    record(req, 'thresholds.change', 'allowed', patientId, { ruleId, version, basis, override: req.body.override, reason: req.body.reason.trim() })
+    // The override and its reason are kept (versioned) in rule_overrides; the audit entry points there.
+    record(req, 'thresholds.change', 'allowed', patientId, { ruleId, version, basis })
     const effective = rules.effectiveRules(patientId).find((e) => e.rule.id === ruleId)!
     return { version, rule: ruleView(effective.rule, effective.raw) }
   })
@@ -386,7 +389,7 @@ export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): P
     const { patientId, ruleId } = req.params
     const basis = await mayTune(req, patientId, 'thresholds.change')
     const { version, rule } = audited(req, 'thresholds.change', patientId, () => rules.setOverride(patientId, ruleId, null, req.body.reason.trim(), req.principal!.userId))
-    record(req, 'thresholds.change', 'allowed', patientId, { ruleId, version, basis, override: null, reason: req.body.reason.trim() })
+    record(req, 'thresholds.change', 'allowed', patientId, { ruleId, version, basis, reset: true })
     const loaded = rules.rules().find((l) => l.rule.id === rule.id)!
     return { version, rule: ruleView(loaded.rule, loaded.raw) }
   })
@@ -419,6 +422,10 @@ export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): P
   }, async (req) => {
     const { patientId, ruleId } = req.params
     const basis = await clinical(req, patientId, 'thresholds.read', { target: patientId, error: noPatient(patientId) })
+    if (!rules.rules().some((l) => l.rule.id === ruleId)) {
+      record(req, 'thresholds.read', 'denied', patientId, { code: 'RPM_ERR_NOT_FOUND', ruleId })
+      throw new RpmError('RPM_ERR_NOT_FOUND', `no rule ${ruleId}`, { details: { field: 'ruleId' } })
+    }
     const items = rules.overrideHistory(patientId, ruleId)
     record(req, 'thresholds.read', 'allowed', patientId, { ruleId, basis })
     return { items }

@@ -12,8 +12,9 @@ export type AccessBasis = 'self' | 'care_team' | 'break_glass' | 'escalation'
 /**
  * Who may see which patient. A patient sees their own record; a provider the patients on their
  * care teams; an admin manages accounts and sees clinical data only through a break-glass grant
- * that carries a reason and expires on its own. An unacknowledged alert escalated to an on-call
- * provider or an admin lets them see that patient until the alert is resolved.
+ * that carries a reason and expires on its own. An alert escalated to an on-call provider or an
+ * admin lets them see that patient until the alert is resolved (to follow it up after
+ * acknowledging it); it does not let them change the patient's thresholds.
  */
 export class AccessPolicy {
   constructor(

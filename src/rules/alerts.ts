@@ -7,7 +7,7 @@ import type { EventBus } from '../events.ts'
 import type { Store } from '../store/db.ts'
 import type { AlertEventTable, AlertTable, Severity } from '../store/schema.ts'
 import { describeValues } from './format.ts'
-import { SEVERITIES, worse, type Alert, type AlertChange } from './types.ts'
+import { SEVERITIES, severityRank, worse, type Alert, type AlertChange } from './types.ts'
 
 /** Posts a system message in the patient's thread inside the current transaction; returns what announces it. */
 export type PostAlertMessage = (patientId: string, text: string, data: Record<string, unknown>) => () => void
@@ -92,6 +92,8 @@ export class AlertStore {
   #staged = new Map<string, AlertTable | null>()
   readonly #q: Record<string, Statement>
   readonly #idSuffix = randomBytes(3).toString('hex')
+  /** Escalation steps that failed (logged by the engine, tried again next tick). */
+  failures: Array<{ alertId: string; err: string }> = []
   #counter = 0
 
   constructor(
@@ -278,8 +280,10 @@ export class AlertStore {
     }
 
     const last = this.#q.lastResolved!.get(input.patientId, input.rule.id) as AlertTable | undefined
+    // Never for urgent or critical: a cooldown holds back only routine repeats of what a provider just handled.
     if (
-      last && input.rule.cooldownMs !== undefined && last.resolution === 'manual' && last.resolved_at !== null &&
+      last && input.rule.cooldownMs !== undefined && severityRank(input.severity) <= severityRank('warning') &&
+      last.resolution === 'manual' && last.resolved_at !== null &&
       now - ms(last.resolved_at) < input.rule.cooldownMs && !worse(input.severity, last.severity)
     ) {
       // The provider resolved this rule's alert a moment ago: recorded against it, not raised again.
@@ -328,6 +332,12 @@ export class AlertStore {
     if (carried) this.#event(row.id, 'suppressed', 'system', { reason: 'snoozed', what: 'notification', until: carried.snoozed_until, snoozedOn: carried.id })
     const announce = this.#message(row, 'raised', `${label(input.severity)}: ${input.rule.title} — ${what}`)
     return [{ alert: toAlert(row), change: 'raised', notify: !carried, announce }]
+  }
+
+  /** Replaces what an unresolved alert shows as matched (inside the caller's transaction), without a message. */
+  updateValues(existing: AlertTable, values: Record<string, unknown>): void {
+    const row: AlertTable = { ...existing, updated_at: iso(this.clock.now()), last_values_json: JSON.stringify(values) }
+    this.#write(row, existing.updated_at)
   }
 
   /** The rule's clear condition holds: the unresolved alert resolves itself with an "all clear". */
@@ -448,7 +458,8 @@ export class AlertStore {
         const effect = this.run(() => this.#escalate(due, now))
         if (effect) effects.push(effect)
       } catch (err) {
-        if (!(err instanceof RpmError && err.code === 'RPM_ERR_CONFLICT')) throw err
+        // One alert that cannot move must not hold up the others: it is tried again next tick.
+        if (!(err instanceof RpmError && err.code === 'RPM_ERR_CONFLICT')) this.failures.push({ alertId: due.id, err: (err as Error).message })
       }
     }
     return effects
@@ -467,6 +478,18 @@ export class AlertStore {
       }
       Object.assign(row, { snoozed_until: null, snoozed_by: null, snooze_severity: null })
       this.#event(row.id, 'snooze_ended', 'system', { reason: 'expired', until: existing.snoozed_until })
+      // Escalation resumes where it was: the next tier counts from the snooze's end, not from the opening.
+      row.escalation_started_at = at
+      row.last_notified_at = at
+      row.next_escalation_at = this.nextEscalation(row)
+      this.#write(row, existing.updated_at)
+      this.#event(row.id, 'reminded', 'system', { tier: row.tier, reminder: row.reminders, after: 'snooze' })
+      return {
+        alert: toAlert(row),
+        change: 'escalated',
+        notify: false,
+        escalation: { tier: row.tier, tierName: TIER_NAMES[row.tier]!, reminder: row.reminders, recipients: this.#recipientsOf(row), added: [] },
+      }
     }
     const lateMs = Math.max(0, now - ms(existing.next_escalation_at!))
     const tiers = [...this.config.escalation[existing.severity].tierMinutes].sort((a, b) => a - b)
@@ -486,11 +509,14 @@ export class AlertStore {
     if (tier > existing.tier) {
       for (let t = existing.tier + 1; t <= tier; t++) {
         const users = addTier(t)
-        // Nobody on call: the next tier is told at once rather than never.
+        // Nobody on call: the admins are told at once rather than nobody.
         if (t === 1 && users.length === 0) {
           this.#event(row.id, 'escalation_gap', 'system', { tier: t, tierName: TIER_NAMES[t], reason: 'no on-call provider' })
-          if (tier === 1 && tiers.length < 2) break
-          if (tier === 1) tier = 2
+          if (tier === 1) {
+            tier = 2
+            addTier(2)
+            break
+          }
         }
       }
       row.tier = tier

@@ -154,7 +154,7 @@ export class RuleEngine {
       try {
         this.#watcher = watch(rules.dir, () => {
           clearTimeout(this.#reloadTimer)
-          this.#reloadTimer = setTimeout(() => this.reload(), 200)
+          this.#reloadTimer = setTimeout(() => this.#safely('reloading the rules', () => this.reload()), 200)
         })
         this.#watcher.on('error', (err) => this.deps.log.warn({ err: err.message }, 'watching the rules directory stopped'))
       } catch (err) {
@@ -297,6 +297,8 @@ export class RuleEngine {
     if (override === null) this.#overrides.get(patientId)?.delete(ruleId)
     else this.#setOverrideEntry({ patient_id: patientId, rule_id: ruleId, version, spec_json: JSON.stringify(override), reason, changed_by: userId, changed_at: at } as RuleOverrideTable)
     this.#index()
+    // Its history was trimmed for the rule as it was: load it again for the new window or run.
+    for (const k of [...this.#history.keys()]) if (k.startsWith(`${patientId}\u0000`)) this.#history.delete(k)
     return { version, rule }
   }
 
@@ -396,10 +398,17 @@ export class RuleEngine {
       this.alerts.run(() => {
         for (const { rule } of this.effectiveRules(patientId)) {
           if (rule.kind !== 'event' || !rule.enabled) continue
+          // The schedules with a missed dose: a dose taken of one of them answers it; a dose of
+          // another medication (or an unscheduled one) does not.
+          const open = this.alerts.openFor(patientId, rule.id)
+          const pending = new Set<string>(open?.last_values_json ? ((JSON.parse(open.last_values_json) as { scheduleIds?: string[] }).scheduleIds ?? []) : [])
+          const scheduleId = typeof values.scheduleId === 'string' ? values.scheduleId : null
           if (name === rule.event) {
-            effects.push(...this.alerts.raise({ patientId, rule, readingType: null, severity: rule.severity, values }))
-          } else if (name === rule.clearOn) {
-            effects.push(...this.alerts.clear(patientId, rule.id, null, values))
+            if (scheduleId) pending.add(scheduleId)
+            effects.push(...this.alerts.raise({ patientId, rule, readingType: null, severity: rule.severity, values: { ...values, scheduleIds: [...pending] } }))
+          } else if (name === rule.clearOn && open && scheduleId !== null && pending.delete(scheduleId)) {
+            if (pending.size === 0) effects.push(...this.alerts.clear(patientId, rule.id, null, values))
+            else this.alerts.updateValues(open, { ...JSON.parse(open.last_values_json!), scheduleIds: [...pending] })
           }
         }
       })
@@ -410,6 +419,7 @@ export class RuleEngine {
   /** Escalation steps that are due (see AlertStore.escalateDue). */
   tick(): void {
     announceEffects(this.deps.bus, this.alerts.escalateDue())
+    for (const f of this.alerts.failures.splice(0)) this.deps.log.error({ alertId: f.alertId, err: f.err }, 'an escalation step failed; it is tried again')
   }
 
   /** Missing-data and device-offline rules, for every patient. */

@@ -35,8 +35,13 @@ export function placeSample(samples: Sample[], s: Sample, need: HistoryNeed): nu
     samples.splice(i, 0, s)
   }
   const newest = samples[samples.length - 1]!.t
+  // A sample goes only when the next one is also outside the span: the last one at or before
+  // the span's start stays, so a run that began there still measures as long as it is.
   let drop = 0
-  while (samples.length - drop > need.count + 1 && (samples[drop]!.t < newest - need.spanMs || samples.length - drop > MAX_SAMPLES)) drop++
+  while (
+    samples.length - drop > need.count + 1 &&
+    (samples[drop + 1]!.t <= newest - need.spanMs || samples.length - drop > MAX_SAMPLES)
+  ) drop++
   if (drop > 0) {
     samples.splice(0, drop)
     i -= drop

@@ -187,6 +187,9 @@ describe('escalation', () => {
     // The on-call provider now sees the patient while the alert is open.
     const oncall = await login(t, 'oncall', PASSWORD)
     expect((await api(t, 'GET', `/api/v1/alerts/${alert.id}`, { token: oncall.accessToken })).status).toBe(200)
+    // ... but may not change the patient's care plan.
+    const tune = await api(t, 'PUT', `/api/v1/patients/${dev.patientId}/thresholds/bp-crisis`, { token: oncall.accessToken, body: { override: { enabled: false }, reason: 'not on the care team' } })
+    expect(tune.status).toBe(403)
 
     // Restart half way: the next step (admins at 30 min) fires once, late, from the database.
     const dataDir = t.dataDir

@@ -337,7 +337,15 @@ describe('missed doses and measurements', () => {
     const inThread = c.t.gateway.threads.history(c.threadId, { limit: 500 }).items.filter((m) => m.kind === 'alert')
     expect(inThread.map((m) => m.text)).toEqual(['Warning: Missed medication dose — a dose was not confirmed in time'])
 
-    // The 08:10 dose, confirmed by the patient: all clear.
+    // A dose of another medication does not answer the missed Metformin.
+    const { body: other } = await addReminder(c, { kind: 'medication', medication: 'Lisinopril', dose: '10 mg', times: ['08:05'] })
+    await advanceTo(c, '2026-06-01T08:05:30Z')
+    const lisinopril = occurrences(c.t, c.dev.patientId).find((o) => o.schedule_id === other.id)!
+    expect((await call(c.t, c.patient, 'POST', `/api/v1/reminder-occurrences/${lisinopril.id}/taken`, {})).status).toBe(200)
+    await new Promise((r) => setTimeout(r, 200))
+    expect((await alertsOf()).map((a) => a.status)).toEqual(['open'])
+
+    // The 08:10 Metformin dose, confirmed by the patient: all clear.
     await advanceTo(c, '2026-06-01T08:10:30Z')
     const next = occurrences(c.t, c.dev.patientId).find((o) => o.due_at === '2026-06-01T08:10:00.000Z')!
     expect((await call(c.t, c.patient, 'POST', `/api/v1/reminder-occurrences/${next.id}/taken`, {})).status).toBe(200)

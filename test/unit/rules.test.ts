@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { afterEach, describe, expect, it } from 'vitest'
 import { RuleError } from '../../src/rules/compile.ts'
 import { evaluateDelta, evaluateThreshold, type Sample } from '../../src/rules/evaluate.ts'
+import { addNeed, placeSample } from '../../src/rules/history.ts'
 import { RuleLoadError, checkOverride, loadRuleDir, parseRuleFile, type LoadedRule } from '../../src/rules/load.ts'
 import { parseComparison, parseDuration, type DeltaRule, type Rule, type ThresholdRule } from '../../src/rules/spec.ts'
 
@@ -203,9 +204,11 @@ describe('weight gain (delta rules, against the lowest weight in the window befo
     })
   })
 
-  it('week: >= 2.3 kg within 7 days, against the lowest weight of the week', () => {
-    expect(onLast(week, series([0, { weightKg: 80 }], [144, { weightKg: 82.2 }])).severity).toBeNull()
-    expect(onLast(week, series([0, { weightKg: 80 }], [144, { weightKg: 82.3 }])).severity).toBe('warning')
+  it('week: >= 2.26 kg (5 lb) within 7 days, against the lowest weight of the week', () => {
+    expect(onLast(week, series([0, { weightKg: 80 }], [144, { weightKg: 82.25 }])).severity).toBeNull()
+    expect(onLast(week, series([0, { weightKg: 80 }], [144, { weightKg: 82.26 }])).severity).toBe('warning')
+    // 5.0 lb as ingest stores it (2.268 kg).
+    expect(onLast(week, series([0, { weightKg: 81.647 }], [144, { weightKg: 83.915 }])).severity).toBe('warning')
     expect(onLast(week, series([0, { weightKg: 80 }], [168, { weightKg: 82.3 }])).severity).toBe('warning')
     // The lowest weight in the week is the baseline, not the first or the latest.
     const lowest = onLast(week, series([0, { weightKg: 81 }], [48, { weightKg: 80 }], [96, { weightKg: 81.5 }], [144, { weightKg: 82.3 }]))
@@ -545,5 +548,41 @@ describe('per-patient overrides (checkOverride)', () => {
     expect(refused('fever', { levels: [{ severity: 'urgent', any: { temperatureC: '>= 39.5' } }, { severity: 'warning', any: { temperatureC: '>= 38' } }] })).toMatchObject({
       path: '/levels/1/severity',
     })
+  })
+})
+
+describe('the history the engine keeps (placeSample)', () => {
+  const rule = parseRuleFile('t.yaml', `rules:
+  - id: spo2-sustained
+    title: Sustained low SpO2
+    kind: threshold
+    reading: spo2
+    for: 30m
+    levels:
+      - severity: warning
+        any: { spo2Percent: "< 90" }
+`).rules[0]!.rule as ThresholdRule
+
+  it('keeps enough for a "for" run: readings every 20 minutes raise at 40 minutes, through trimming', () => {
+    const needs = new Map()
+    addNeed(needs, rule)
+    const samples: Sample[] = []
+    const verdicts = [0, 20, 40, 60].map((min, i) => {
+      const index = placeSample(samples, { readingId: i + 1, t: T0 + min * 60_000, values: { spo2Percent: 89 } }, needs.get('spo2'))
+      return evaluateThreshold(rule, samples, index).severity
+    })
+    expect(verdicts).toEqual([null, null, 'warning', 'warning'])
+    // Trimmed all the same: only the last reading at or before the span's start stays behind it.
+    expect(samples.map((s) => s.readingId)).toEqual([2, 3, 4])
+  })
+
+  it('places a late reading in time order, once', () => {
+    const samples: Sample[] = []
+    const need = { count: 3, spanMs: 0 }
+    placeSample(samples, { readingId: 1, t: T0, values: {} }, need)
+    placeSample(samples, { readingId: 2, t: T0 + 2000, values: {} }, need)
+    expect(placeSample(samples, { readingId: 3, t: T0 + 1000, values: {} }, need)).toBe(1)
+    expect(placeSample(samples, { readingId: 3, t: T0 + 1000, values: {} }, need)).toBe(1)
+    expect(samples.map((s) => s.readingId)).toEqual([1, 3, 2])
   })
 })
