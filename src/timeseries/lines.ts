@@ -1,4 +1,4 @@
-import { Point } from '@influxdata/influxdb-client'
+import { escape } from '@influxdata/influxdb-client'
 
 /**
  * The time-series schema: one measurement per reading type, fields from the canonical values,
@@ -26,21 +26,35 @@ export interface JournalRow {
   values_json: string
 }
 
+/** Escaped "measurement,tags" per series: a patient's device sends the same series again and again. */
+const prefixes = new Map<string, string>()
+const MAX_PREFIXES = 100_000
+
+function prefixOf(measurement: string, row: JournalRow): string {
+  const key = `${measurement}\u0000${row.patient_id}\u0000${row.device_id}\u0000${row.device_kind}`
+  let prefix = prefixes.get(key)
+  if (prefix === undefined) {
+    // Tags in key order, as InfluxDB recommends; the client's own escaping.
+    prefix = `${escape.measurement(measurement)},device_id=${escape.tag(row.device_id)},device_kind=${escape.tag(row.device_kind)},patient_id=${escape.tag(row.patient_id)}`
+    if (prefixes.size >= MAX_PREFIXES) prefixes.clear()
+    prefixes.set(key, prefix)
+  }
+  return prefix
+}
+
 /** The line-protocol line of one reading, or null for a type without a measurement. */
 export function toLine(row: JournalRow): string | null {
   const m = MEASUREMENTS[row.type]
   if (!m) return null
   const values = JSON.parse(row.values_json) as Record<string, unknown>
-  const point = new Point(m.measurement).tag('patient_id', row.patient_id).tag('device_id', row.device_id).tag('device_kind', row.device_kind)
-  let fields = 0
+  const fields: string[] = []
   for (const [key, field] of Object.entries(m.fields)) {
     const v = values[key]
-    if (typeof v === 'number' && Number.isFinite(v)) {
-      point.floatField(field, v)
-      fields++
-    }
+    // A number without an "i" suffix is a float field.
+    if (typeof v === 'number' && Number.isFinite(v)) fields.push(`${field}=${v}`)
   }
-  if (fields === 0) return null
-  point.timestamp(Date.parse(row.measured_at))
-  return point.toLineProtocol() ?? null
+  if (fields.length === 0) return null
+  // Fields in key order too, so a reading always makes the same line.
+  fields.sort()
+  return `${prefixOf(m.measurement, row)} ${fields.join(',')} ${Date.parse(row.measured_at)}`
 }

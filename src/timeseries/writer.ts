@@ -92,7 +92,7 @@ export class TimeSeriesWriter {
   #wake: (() => void) | null = null
   #failingSince: number | null = null
   #lastError: string | null = null
-  #retryMs = MIN_RETRY_MS
+  #retryMs: number
   #gaugeTimer: NodeJS.Timeout | undefined
   readonly #q: Record<string, Statement>
   readonly #onAccepted = () => this.#wake?.()
@@ -100,6 +100,7 @@ export class TimeSeriesWriter {
   constructor(private readonly deps: TimeSeriesDeps) {
     this.configured = isConfigured(deps.config)
     this.target = this.configured ? targetOf(deps.config) : null
+    this.#retryMs = this.#firstRetryMs()
     const p = (sql: string) => deps.store.sqlite.prepare(sql)
     this.#q = {
       batch: journalQuery(deps.store),
@@ -113,6 +114,11 @@ export class TimeSeriesWriter {
       const row = this.#q.getCursor!.get(this.#cursorKey()) as { value: string } | undefined
       this.#cursor = row ? Number(row.value) : 0
     }
+  }
+
+  /** 1 s, or maxRetryDelayMs when that is shorter (it may be as low as 100 ms). */
+  #firstRetryMs(): number {
+    return Math.min(MIN_RETRY_MS, this.deps.config.maxRetryDelayMs)
   }
 
   #cursorKey(): string {
@@ -209,6 +215,8 @@ export class TimeSeriesWriter {
         this.#lastError = describeFailure(err)
         if (first) log.warn({ err: this.#lastError, backlog: this.#backlog() }, 'InfluxDB is not taking writes; the backlog waits in the journal')
         this.#updateGauges()
+        // stop() came while this batch was in flight: its wake-up has passed, so do not wait.
+        if (this.#stopped) break
         // Wait (doubling up to maxRetryDelayMs), but not for new readings: they join the backlog.
         await new Promise<void>((resolve) => {
           const timer = setTimeout(resolve, this.#retryMs)
@@ -239,8 +247,10 @@ export class TimeSeriesWriter {
         this.#failingSince = null
         this.#lastError = null
       }
-      this.#retryMs = MIN_RETRY_MS
-      if (rows.length < config.batchSize) this.#updateGauges()
+      this.#retryMs = this.#firstRetryMs()
+      // After every batch, not only a short one: a backlog that ends on a full batch would
+      // otherwise show its last value until the 5 s timer (two indexed lookups per batch).
+      this.#updateGauges()
     }
   }
 }
