@@ -3,6 +3,13 @@ import type { AcceptedReading } from './ingest/types.ts'
 import type { Message } from './threads/types.ts'
 import type { Alert, AlertChange } from './rules/types.ts'
 
+/**
+ * Given with an event emitted inside the emitter's transaction: a listener queues here what is
+ * to happen only once that transaction has committed (announcements, caches); it is dropped
+ * when the transaction rolls back.
+ */
+export type AfterCommit = (work: () => void) => void
+
 /** Every event on the bus, by name. Names are `noun.pastTense`. */
 export interface GatewayEvents {
   /** A sign-in session was ended (sign-out, refresh-token reuse): its sockets close at once. */
@@ -38,8 +45,13 @@ export interface GatewayEvents {
   'reminder.due': [event: { patientId: string; occurrenceId: string; scheduleId: string; kind: 'medication' | 'measurement'; dueAt: string }]
   /** A medication dose was confirmed (thread, API or device). */
   'dose.taken': [event: { patientId: string; occurrenceId: string | null; scheduleId: string | null; medicationId: string | null; at: string; source: string }]
-  /** A medication dose was not confirmed within the grace window. */
-  'dose.missed': [event: { patientId: string; occurrenceId: string; scheduleId: string; dueAt: string }]
+  /**
+   * A medication dose was not confirmed within the grace window. Emitted inside the transaction
+   * that records the miss, so what a listener writes (the missed-dose alert) commits with it or
+   * not at all; a listener that throws rolls the miss back (it is tried again on the next tick).
+   * Anything a listener tells others goes through `afterCommit`.
+   */
+  'dose.missed': [event: { patientId: string; occurrenceId: string; scheduleId: string; dueAt: string; afterCommit: AfterCommit }]
 }
 
 /** The typed event bus the domain modules talk through. One per gateway; no globals. */

@@ -5,6 +5,7 @@ import { RpmError, isRpmError } from '../errors.ts'
 import type { AccessBasis, AccessPolicy } from '../identity/access.ts'
 import type { Auth } from '../identity/auth.ts'
 import { READING_TYPES } from '../ingest/types.ts'
+import { CLIENT_REQUEST_ID } from '../reminders/records.ts'
 import type { Reminders } from '../reminders/reminders.ts'
 import type { OccurrenceStatus, ScheduleInput, SchedulePatch } from '../reminders/types.ts'
 import { makeGuards } from './guards.ts'
@@ -38,7 +39,7 @@ const timezoneField = nullableString(64, 'IANA time zone of the times, e.g. Amer
 
 export const scheduleSchema = {
   type: 'object',
-  required: ['id', 'patientId', 'kind', 'medication', 'dose', 'readingType', 'instructions', 'timezone', 'times', 'days', 'startsOn', 'endsOn', 'active', 'createdBy', 'createdAt', 'updatedAt', 'nextDueAt'],
+  required: ['id', 'patientId', 'kind', 'medication', 'dose', 'readingType', 'instructions', 'timezone', 'times', 'days', 'startsOn', 'endsOn', 'active', 'createdBy', 'createdAt', 'updatedAt', 'nextDueAt', 'clientRequestId'],
   properties: {
     id: { type: 'string', description: 'Also the medicationId a device sends in medication_taken' },
     patientId: { type: 'string' },
@@ -57,6 +58,7 @@ export const scheduleSchema = {
     createdAt: { type: 'string', format: 'date-time' },
     updatedAt: { type: 'string', format: 'date-time' },
     nextDueAt: { type: ['string', 'null'], description: 'The next reminder within 8 days' },
+    clientRequestId: { type: ['string', 'null'], description: 'The id the creating client gave its request, if any' },
   },
 } as const
 
@@ -213,7 +215,7 @@ export async function reminderRoutes(app: FastifyInstance, deps: ReminderRouteDe
     onRequest: signedIn(),
     schema: {
       tags: ['reminders'],
-      summary: 'Add a medication or measurement reminder (a provider on the care team)',
+      summary: 'Add a medication or measurement reminder (a provider on the care team): 201 the first time, 200 with the same schedule when its clientRequestId was already used (a retry)',
       security: bearer,
       params: patientParams,
       body: {
@@ -231,17 +233,19 @@ export async function reminderRoutes(app: FastifyInstance, deps: ReminderRouteDe
           startsOn: { type: 'string', maxLength: 10, description: 'First local date YYYY-MM-DD (default: today in the patient\'s zone)' },
           endsOn: { ...nullableString(10, 'Last local date YYYY-MM-DD, inclusive (default: none)') },
           timezone: timezoneField,
+          clientRequestId: { type: 'string', pattern: CLIENT_REQUEST_ID.source, description: 'Your id for this request, unique per patient; reuse it when you retry' },
         },
       },
-      response: { 201: scheduleSchema, ...errorResponses },
+      response: { 200: scheduleSchema, 201: scheduleSchema, ...errorResponses },
     },
   }, async (req, reply) => {
     const { patientId } = req.params
     const basis = await clinical(req, patientId, 'reminder.create')
     requireBasis(req, basis, ['care_team'], 'reminder.create', patientId, CARE_TEAM_ONLY)
-    const schedule = audited(req, 'reminder.create', patientId, () => records.createSchedule(patientId, req.body, req.principal!.userId))
-    record(req, 'reminder.create', 'allowed', patientId, { basis, scheduleId: schedule.id, kind: schedule.kind })
-    return reply.status(201).send(schedule)
+    const { schedule, created } = audited(req, 'reminder.create', patientId, () => records.createScheduleOnce(patientId, req.body, req.principal!.userId))
+    record(req, 'reminder.create', 'allowed', patientId, { basis, scheduleId: schedule.id, kind: schedule.kind, created })
+    // A retry (the same clientRequestId) answers the schedule the first request created.
+    return reply.status(created ? 201 : 200).send(schedule)
   })
 
   app.patch<{ Params: { scheduleId: string }; Body: SchedulePatch }>('/api/v1/reminders/:scheduleId', {

@@ -4,7 +4,7 @@ import type { Clock } from '../clock.ts'
 import { RpmError } from '../errors.ts'
 import { READING_TYPES } from '../ingest/types.ts'
 import type { ReminderOccurrenceTable, ReminderScheduleTable } from '../store/schema.ts'
-import { ALL_DAYS, isLocalDate, isLocalTime, isTimeZone, localDate, nextDue, type ScheduleTimes } from './schedule.ts'
+import { ALL_DAYS, isLocalDate, isLocalTime, isTimeZone, localDate, nextDue, nextDueAfter, type ScheduleTimes } from './schedule.ts'
 import {
   type Adherence,
   type AdherencePeriod,
@@ -22,9 +22,15 @@ export type ScheduleRow = ReminderScheduleTable & { patient_timezone: string }
 /** An occurrence row with what it needs of its schedule. */
 export type OccurrenceRow = ReminderOccurrenceTable & Pick<ReminderScheduleTable, 'kind' | 'medication' | 'dose' | 'reading_type'>
 
+/** gateway_state key: how far the reminder clock has processed (ISO instant). */
+export const CURSOR_KEY = 'reminders.cursor'
+/** A client's id for a request, as for messages' clientMessageId. */
+export const CLIENT_REQUEST_ID = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/
 const MAX_TIMES = 24
 const LIMITS = { medication: 200, dose: 100, instructions: 500 } as const
 const DAY_MS = 86_400_000
+/** How far ahead a schedule's nextDueAt looks (as nextDue). */
+const NEXT_DUE_HORIZON_MS = 8 * DAY_MS
 
 export const newId = (prefix: string) => `${prefix}-${randomBytes(6).toString('hex')}`
 
@@ -41,6 +47,17 @@ export function timesOf(row: ScheduleRow): ScheduleTimes {
     endsOn: row.ends_on,
     timezone: zoneOf(row),
   }
+}
+
+/**
+ * What next_due_at holds for a schedule: its first slot after `afterMs` (ISO UTC), or null when
+ * it is inactive, has ended, or its zone is unknown here (nothing the clock could compute).
+ */
+export function nextDueOf(row: ScheduleRow, afterMs: number): string | null {
+  if (row.active !== 1) return null
+  const times = timesOf(row)
+  if (!isTimeZone(times.timezone)) return null
+  return nextDueAfter(times, afterMs)?.dueAt ?? null
 }
 
 export function toOccurrence(row: OccurrenceRow): ReminderOccurrence {
@@ -108,18 +125,27 @@ function checkZone(value: string | null | undefined): string | null {
 
 const rate = (done: number, missed: number): number | null => (done + missed === 0 ? null : Math.round((done / (done + missed)) * 10_000) / 10_000)
 
+/** Called after a schedule was created or changed through these records (committed). */
+export type ScheduleChanged = (row: ScheduleRow) => void
+
 /**
  * Reminder schedules, their occurrences and adherence figures: what the API and the CLI read and
  * change. The reminder clock and confirmations live in Reminders.
+ *
+ * Each schedule keeps `next_due_at`, the next slot the clock has not processed, computed here
+ * when it is created or changed and by the clock after each slot: a tick reads only the
+ * schedules whose time has come.
  */
 export class ReminderRecords {
   readonly #sqlite: Sqlite
   readonly #clock: Clock
   readonly #q: Record<string, Statement>
+  readonly #changed: ScheduleChanged
 
-  constructor(sqlite: Sqlite, clock: Clock) {
+  constructor(sqlite: Sqlite, clock: Clock, onChange: ScheduleChanged = () => {}) {
     this.#sqlite = sqlite
     this.#clock = clock
+    this.#changed = onChange
     const p = (sql: string) => sqlite.prepare(sql)
     const schedules = 'SELECT s.*, p.timezone AS patient_timezone FROM reminder_schedules s JOIN patients p ON p.id = s.patient_id'
     const occurrences = 'SELECT o.*, s.kind, s.medication, s.dose, s.reading_type FROM reminder_occurrences o JOIN reminder_schedules s ON s.id = o.schedule_id'
@@ -127,13 +153,17 @@ export class ReminderRecords {
       patientZone: p('SELECT timezone FROM patients WHERE id = ?'),
       schedule: p(`${schedules} WHERE s.id = ?`),
       schedulesOf: p(`${schedules} WHERE s.patient_id = ? ORDER BY s.active DESC, s.created_at, s.id`),
-      active: p(`${schedules} WHERE s.active = 1`),
+      // The partial index reminder_schedules_next_due answers this without reading the others.
+      due: p(`${schedules} WHERE s.active = 1 AND s.next_due_at <= ? ORDER BY s.next_due_at, s.id`),
+      setNextDue: p('UPDATE reminder_schedules SET next_due_at = ? WHERE id = ?'),
+      cursor: p('SELECT value FROM gateway_state WHERE key = ?'),
+      byClientRequest: p('SELECT id FROM reminder_schedules WHERE patient_id = ? AND created_by = ? AND client_request_id = ?'),
       insertSchedule: p(`INSERT INTO reminder_schedules (id, patient_id, kind, medication, dose, reading_type, instructions, timezone, times_json, days_json,
-        starts_on, ends_on, active, created_by, created_at, updated_at)
+        starts_on, ends_on, active, created_by, created_at, updated_at, next_due_at, client_request_id)
         VALUES (@id, @patient_id, @kind, @medication, @dose, @reading_type, @instructions, @timezone, @times_json, @days_json,
-        @starts_on, @ends_on, @active, @created_by, @created_at, @updated_at)`),
+        @starts_on, @ends_on, @active, @created_by, @created_at, @updated_at, @next_due_at, @client_request_id)`),
       updateSchedule: p(`UPDATE reminder_schedules SET dose = @dose, instructions = @instructions, timezone = @timezone, times_json = @times_json,
-        days_json = @days_json, ends_on = @ends_on, active = @active, updated_at = @updated_at WHERE id = @id`),
+        days_json = @days_json, ends_on = @ends_on, active = @active, updated_at = @updated_at, next_due_at = @next_due_at WHERE id = @id`),
       occurrence: p(`${occurrences} WHERE o.id = ?`),
       byMessage: p(`${occurrences} WHERE o.message_id = ?`),
       counts: p(`SELECT schedule_id, status, scheduled, source = '${GATEWAY_DOWN}' AS unsent, COUNT(*) AS n FROM reminder_occurrences
@@ -145,9 +175,20 @@ export class ReminderRecords {
     return this.#clock.now()
   }
 
+  /** The next reminder within 8 days of now, or null. */
+  #nextWithin8Days(row: ScheduleRow): string | null {
+    const times = timesOf(row)
+    if (row.active !== 1 || row.next_due_at === null || !isTimeZone(times.timezone)) return null
+    const now = this.#now()
+    const stored = Date.parse(row.next_due_at)
+    // next_due_at is the first slot the clock has not processed: once it lies ahead, it is also
+    // the next one from now. Before the tick that processes it, work it out.
+    if (stored > now) return stored - now <= NEXT_DUE_HORIZON_MS ? row.next_due_at : null
+    return nextDue(times, now)?.dueAt ?? null
+  }
+
   #toSchedule(row: ScheduleRow): ReminderSchedule {
     const times = timesOf(row)
-    const next = row.active === 1 && isTimeZone(times.timezone) ? nextDue(times, this.#now()) : null
     return {
       id: row.id,
       patientId: row.patient_id,
@@ -165,7 +206,8 @@ export class ReminderRecords {
       createdBy: row.created_by,
       createdAt: row.created_at,
       updatedAt: row.updated_at,
-      nextDueAt: next?.dueAt ?? null,
+      nextDueAt: this.#nextWithin8Days(row),
+      clientRequestId: row.client_request_id,
     }
   }
 
@@ -186,9 +228,20 @@ export class ReminderRecords {
     return this.#q.schedule!.get(id) as ScheduleRow | undefined
   }
 
-  /** Every active schedule with its patient's zone: what the reminder clock looks at. */
-  activeRows(): ScheduleRow[] {
-    return this.#q.active!.all() as ScheduleRow[]
+  /** Active schedules whose next_due_at is at or before `nowMs`, soonest first: what a tick works on. */
+  dueRows(nowMs: number): ScheduleRow[] {
+    return this.#q.due!.all(new Date(nowMs).toISOString()) as ScheduleRow[]
+  }
+
+  /** Stores where the reminder clock looks next for a schedule (in the caller's transaction, if any). */
+  setNextDue(scheduleId: string, nextDueAt: string | null): void {
+    this.#q.setNextDue!.run(nextDueAt, scheduleId)
+  }
+
+  /** How far the reminder clock has processed (epoch ms), or null before its first start. */
+  cursor(): number | null {
+    const row = this.#q.cursor!.get(CURSOR_KEY) as { value: string } | undefined
+    return row ? Date.parse(row.value) : null
   }
 
   schedule(id: string): ReminderSchedule {
@@ -203,7 +256,23 @@ export class ReminderRecords {
   }
 
   createSchedule(patientId: string, input: ScheduleInput, createdBy: string): ReminderSchedule {
+    return this.createScheduleOnce(patientId, input, createdBy).schedule
+  }
+
+  /**
+   * Creates a schedule; with `clientRequestId`, once per patient, creator and id: a retry answers
+   * the schedule the first request created (as it is now, even if the retry's body differs) with
+   * created = false, and creates nothing.
+   */
+  createScheduleOnce(patientId: string, input: ScheduleInput, createdBy: string): { schedule: ReminderSchedule; created: boolean } {
     const patientZone = this.#patientZone(patientId)
+    const clientRequestId = input.clientRequestId ?? null
+    if (clientRequestId !== null && (typeof clientRequestId !== 'string' || !CLIENT_REQUEST_ID.test(clientRequestId))) {
+      throw bad('clientRequestId', 'clientRequestId must be 1-64 characters: letters, digits and . _ : - (starting with a letter or digit)')
+    }
+    const first = () => (clientRequestId === null ? undefined : (this.#q.byClientRequest!.get(patientId, createdBy, clientRequestId) as { id: string } | undefined))
+    const retried = first()
+    if (retried) return { schedule: this.schedule(retried.id), created: false }
     const kind = input.kind
     if (kind !== 'medication' && kind !== 'measurement') throw bad('kind', 'kind must be medication or measurement')
     const medication = checkText('medication', input.medication)
@@ -228,7 +297,7 @@ export class ReminderRecords {
     const endsOn = input.endsOn === undefined || input.endsOn === null ? null : checkDate('endsOn', input.endsOn)
     if (endsOn !== null && endsOn < startsOn) throw bad('endsOn', 'endsOn must not be before startsOn')
     const at = new Date(now).toISOString()
-    const row: ReminderScheduleTable = {
+    const row: ScheduleRow = {
       id: newId('rem'),
       patient_id: patientId,
       kind,
@@ -245,9 +314,23 @@ export class ReminderRecords {
       created_by: createdBy,
       created_at: at,
       updated_at: at,
+      next_due_at: null,
+      client_request_id: clientRequestId,
+      patient_timezone: patientZone,
     }
-    this.#q.insertSchedule!.run(row)
-    return this.schedule(row.id)
+    // Nothing is due from before the schedule existed.
+    row.next_due_at = nextDueOf(row, now)
+    const { patient_timezone: _, ...table } = row
+    try {
+      this.#q.insertSchedule!.run(table satisfies ReminderScheduleTable)
+    } catch (err) {
+      // A retry that raced the first request (and lost at the unique index) answers the first.
+      const raced = (err as { code?: string }).code === 'SQLITE_CONSTRAINT_UNIQUE' ? first() : undefined
+      if (!raced) throw err
+      return { schedule: this.schedule(raced.id), created: false }
+    }
+    this.#changed(row)
+    return { schedule: this.schedule(row.id), created: true }
   }
 
   /** Changes what may change; the medication and kind stay (a new medication is a new schedule). */
@@ -259,8 +342,9 @@ export class ReminderRecords {
     this.#effectiveZone(timezone, row.patient_timezone)
     const endsOn = patch.endsOn === undefined ? row.ends_on : patch.endsOn === null ? null : checkDate('endsOn', patch.endsOn)
     if (endsOn !== null && endsOn < row.starts_on) throw bad('endsOn', 'endsOn must not be before startsOn')
-    this.#q.updateSchedule!.run({
-      id,
+    const now = this.#now()
+    const updated: ScheduleRow = {
+      ...row,
       dose: patch.dose === undefined ? row.dose : checkText('dose', patch.dose),
       instructions: patch.instructions === undefined ? row.instructions : checkText('instructions', patch.instructions),
       timezone,
@@ -268,9 +352,29 @@ export class ReminderRecords {
       days_json: patch.days === undefined ? row.days_json : JSON.stringify(checkDays(patch.days)),
       ends_on: endsOn,
       active: patch.active === undefined ? row.active : patch.active ? 1 : 0,
-      updated_at: new Date(this.#now()).toISOString(),
+      updated_at: new Date(now).toISOString(),
+    }
+    // The new times apply from where the clock has got to (its cursor), or from a slot of this
+    // schedule it has not processed yet (a tick still to come, a failed post to retry); never
+    // from before the schedule existed. Inactive, it has no next slot, so reactivating it does
+    // not catch up the reminders of the time it was stopped.
+    let from = this.cursor() ?? now
+    if (row.active === 1 && row.next_due_at !== null) from = Math.min(from, Date.parse(row.next_due_at) - 1)
+    updated.next_due_at = nextDueOf(updated, Math.max(from, Date.parse(row.created_at)))
+    this.#q.updateSchedule!.run({
+      id,
+      dose: updated.dose,
+      instructions: updated.instructions,
+      timezone: updated.timezone,
+      times_json: updated.times_json,
+      days_json: updated.days_json,
+      ends_on: updated.ends_on,
+      active: updated.active,
+      updated_at: updated.updated_at,
+      next_due_at: updated.next_due_at,
     })
-    return this.schedule(id)
+    this.#changed(updated)
+    return this.#toSchedule(updated)
   }
 
   /** No further reminders; its occurrences stay as the record. Deactivating twice changes nothing. */

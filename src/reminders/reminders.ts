@@ -7,7 +7,7 @@ import { RpmError } from '../errors.ts'
 import type { EventBus, GatewayEvents } from '../events.ts'
 import type { Store } from '../store/db.ts'
 import type { ReminderOccurrenceTable } from '../store/schema.ts'
-import { type OccurrenceRow, ReminderRecords, type ScheduleRow, newId, timesOf, toOccurrence, zoneOf } from './records.ts'
+import { CURSOR_KEY, type OccurrenceRow, ReminderRecords, type ScheduleRow, newId, nextDueOf, timesOf, toOccurrence, zoneOf } from './records.ts'
 import { type DueInstant, dueInstants, isTimeZone, localDateTime } from './schedule.ts'
 import { type ConfirmationSource, GATEWAY_DOWN, type ReminderOccurrence } from './types.ts'
 
@@ -40,13 +40,14 @@ export interface ConfirmResult {
   changed: boolean
 }
 
-const CURSOR_KEY = 'reminders.cursor'
 /** A reminder posted this long after it came due says so ("sent late"). */
 const LATE_AFTER_MS = 5 * 60_000
 /** How far ahead of the gateway's clock a reported takenAt may be (device clock skew). */
 const MAX_FUTURE_SKEW_MS = 5 * 60_000
 /** A reminder that fails to post on this many ticks in a row is skipped (and logged), not retried forever. */
 const MAX_ATTEMPTS = 3
+/** A schedule whose zone this system does not know is looked at again this much later. */
+const UNKNOWN_ZONE_RECHECK_MS = 3_600_000
 const ISO_INSTANT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:\d{2})$/
 const ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/
 
@@ -87,9 +88,11 @@ export function checkReminderConfig(config: GatewayConfig['reminders']): void {
 
 /**
  * Medication and measurement reminders. node-cron only triggers a tick; each tick works out
- * from the clock and the database what came due since the last one (a durable cursor), so a
- * late or skipped firing, or a restart, is caught up: every reminder is recorded once (the
- * occurrence's unique key) and never posted twice.
+ * from the clock and the database what came due since the last one (each schedule's
+ * next_due_at, moved past a slot in the transaction that records it), so a late or skipped
+ * firing, or a restart, is caught up: every reminder is recorded once (the occurrence's unique
+ * key) and never posted twice. A tick reads only the schedules whose next_due_at has come (an
+ * index), so its cost follows the reminders due, not the schedules there are.
  *
  * Confirmations: the API, a device event `medication_taken`, a patient's reply to the reminder
  * in the thread; measurement reminders are completed by a reading of their type. Logs carry ids
@@ -107,6 +110,13 @@ export class Reminders {
   readonly #failures = new Map<string, number>()
   #task: ScheduledTask | null = null
   readonly #listeners: Array<() => void> = []
+  /**
+   * Patient -> reading types with an active measurement schedule: a reading of any other type
+   * costs no query and no time-zone work. Kept up to date by the records' change callback, and
+   * reloaded when another connection (the CLI) has written to the database (PRAGMA data_version).
+   */
+  readonly #measuring = new Map<string, Set<string>>()
+  #dataVersion: number | null = null
 
   constructor(deps: ReminderDeps) {
     checkReminderConfig(deps.config)
@@ -116,11 +126,10 @@ export class Reminders {
     this.#clock = deps.clock
     this.#log = deps.log
     this.#post = deps.postToThread
-    this.records = new ReminderRecords(deps.store.sqlite, deps.clock)
+    this.records = new ReminderRecords(deps.store.sqlite, deps.clock, (row) => this.#scheduleChanged(row))
     const p = (sql: string) => deps.store.sqlite.prepare(sql)
     const occurrences = 'SELECT o.*, s.kind, s.medication, s.dose, s.reading_type FROM reminder_occurrences o JOIN reminder_schedules s ON s.id = o.schedule_id'
     this.#q = {
-      cursor: p('SELECT value FROM gateway_state WHERE key = ?'),
       setCursor: p('INSERT INTO gateway_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
       insert: p(`INSERT INTO reminder_occurrences (id, schedule_id, patient_id, due_at, local_date, local_time, status, scheduled, posted_at,
         message_id, confirmed_at, taken_at, confirmed_by, source, missed_at)
@@ -139,6 +148,10 @@ export class Reminders {
       measurementSchedules: p(`SELECT s.*, p.timezone AS patient_timezone FROM reminder_schedules s JOIN patients p ON p.id = s.patient_id
         WHERE s.patient_id = ? AND s.kind = 'measurement' AND s.reading_type = ? AND s.active = 1`),
       devices: p("SELECT id FROM devices WHERE patient_id = ? AND status = 'active' ORDER BY id"),
+      measuring: p("SELECT DISTINCT patient_id, reading_type FROM reminder_schedules WHERE kind = 'measurement' AND active = 1"),
+      measuringOf: p("SELECT DISTINCT reading_type FROM reminder_schedules WHERE patient_id = ? AND kind = 'measurement' AND active = 1"),
+      // Changes when another connection commits (https://sqlite.org/pragma.html#pragma_data_version).
+      dataVersion: p('PRAGMA data_version').pluck(),
     }
   }
 
@@ -152,8 +165,7 @@ export class Reminders {
 
   /** How far the reminder clock has processed (epoch ms), or null before the first start. */
   cursor(): number | null {
-    const row = this.#q.cursor!.get(CURSOR_KEY) as { value: string } | undefined
-    return row ? Date.parse(row.value) : null
+    return this.records.cursor()
   }
 
   #setCursor(ms: number): void {
@@ -165,8 +177,16 @@ export class Reminders {
     this.#listen('device.event', (e) => this.#onDeviceEvent(e))
     this.#listen('message.posted', (e) => this.#onMessage(e))
     this.#listen('reading.accepted', (readings) => this.#onReadings(readings))
-    // The first start ever begins now: nothing came due before the gateway ran.
-    if (this.cursor() === null) this.#setCursor(this.#clock.now())
+    this.#syncMeasuring()
+    // The first start ever begins now: nothing came due before the gateway ran (a schedule the
+    // CLI added before it starts from its first slot after now).
+    if (this.cursor() === null) {
+      const now = this.#clock.now()
+      this.#sqlite.transaction(() => {
+        for (const s of this.records.dueRows(now)) this.records.setNextDue(s.id, nextDueOf(s, now))
+        this.#setCursor(now)
+      }).immediate()
+    }
     // Catch up what came due while the gateway was down.
     this.tick()
     const log = this.#log
@@ -209,65 +229,76 @@ export class Reminders {
   // --- the reminder clock ----------------------------------------------------------------------
 
   /**
-   * Posts what came due in (cursor, now] and marks what is overdue as missed. Synchronous, so two
-   * ticks never overlap. Returns how many reminders came due and how many went missed.
+   * Posts what came due up to now and marks what is overdue as missed. Synchronous, so two ticks
+   * never overlap. Returns how many reminders came due and how many went missed.
    */
   tick(): { due: number; missed: number } {
     const now = this.#clock.now()
     let due = 0
     try {
-      const cursor = this.cursor() ?? now
-      if (now > cursor) {
-        const slots = this.#dueBetween(cursor, now)
-        for (const { schedule, slot } of slots) {
-          const key = `${schedule.id}@${slot.dueAt}`
-          try {
-            if (this.#fire(schedule, slot, now)) due++
-            this.#failures.delete(key)
-          } catch (err) {
-            const attempts = (this.#failures.get(key) ?? 0) + 1
-            const ids = { scheduleId: schedule.id, patientId: schedule.patient_id, dueAt: slot.dueAt, attempts, err: (err as Error).message }
-            if (attempts < MAX_ATTEMPTS) {
-              this.#failures.set(key, attempts)
-              // The cursor stays before this reminder: the next tick tries again.
-              this.#log.error(ids, 'recording a reminder failed; retrying on the next tick')
-              return { due, missed: this.#sweepMissed(now) }
-            }
-            this.#failures.delete(key)
-            this.#log.error(ids, 'recording a reminder failed repeatedly; skipped')
+      // A schedule whose reminder failed to post waits for the next tick; the others go on.
+      const held = new Set<string>()
+      for (const { schedule, slot, next } of this.#dueSlots(now)) {
+        if (held.has(schedule.id)) continue
+        const key = `${schedule.id}@${slot.dueAt}`
+        try {
+          if (this.#fire(schedule, slot, next, now)) due++
+          this.#failures.delete(key)
+        } catch (err) {
+          const attempts = (this.#failures.get(key) ?? 0) + 1
+          const ids = { scheduleId: schedule.id, patientId: schedule.patient_id, dueAt: slot.dueAt, attempts, err: (err as Error).message }
+          if (attempts < MAX_ATTEMPTS) {
+            this.#failures.set(key, attempts)
+            // Its next_due_at stays on this reminder: the next tick tries again.
+            this.#log.error(ids, 'recording a reminder failed; retrying on the next tick')
+            held.add(schedule.id)
+            continue
           }
+          this.#failures.delete(key)
+          this.#log.error(ids, 'recording a reminder failed repeatedly; skipped')
+          this.records.setNextDue(schedule.id, next ?? nextDueOf(schedule, slot.dueMs))
         }
-        this.#setCursor(now)
       }
+      this.#setCursor(now)
     } catch (err) {
       this.#log.error({ err: (err as Error).message }, 'reminder tick failed')
     }
     return { due, missed: this.#sweepMissed(now) }
   }
 
-  /** Due slots of every active schedule in (fromMs, toMs], in time order. */
-  #dueBetween(fromMs: number, toMs: number): Array<{ schedule: ScheduleRow; slot: DueInstant }> {
-    const out: Array<{ schedule: ScheduleRow; slot: DueInstant }> = []
-    for (const schedule of this.records.activeRows()) {
+  /**
+   * The slots of the schedules whose next_due_at has come, from it up to `nowMs`, in time order;
+   * `next` is the schedule's following slot when it is among them.
+   */
+  #dueSlots(nowMs: number): Array<{ schedule: ScheduleRow; slot: DueInstant; next: string | undefined }> {
+    const out: Array<{ schedule: ScheduleRow; slot: DueInstant; next: string | undefined }> = []
+    for (const schedule of this.records.dueRows(nowMs)) {
       if (!isTimeZone(zoneOf(schedule))) {
         this.#log.warn({ scheduleId: schedule.id, patientId: schedule.patient_id }, 'reminder schedule has an unknown time zone; skipped')
+        this.records.setNextDue(schedule.id, iso(nowMs + UNKNOWN_ZONE_RECHECK_MS))
         continue
       }
-      // Nothing is due from before the schedule existed (the CLI may add one while the gateway is down).
-      const from = Math.max(fromMs, Date.parse(schedule.created_at))
-      for (const slot of dueInstants(timesOf(schedule), from, toMs)) out.push({ schedule, slot })
+      const slots = dueInstants(timesOf(schedule), Date.parse(schedule.next_due_at!) - 1, nowMs)
+      if (slots.length === 0) {
+        // Its stored instant names no slot any more (the patient's zone changed): look again from now.
+        this.records.setNextDue(schedule.id, nextDueOf(schedule, nowMs))
+        continue
+      }
+      slots.forEach((slot, i) => out.push({ schedule, slot, next: slots[i + 1]?.dueAt }))
     }
     return out.sort((a, b) => a.slot.dueMs - b.slot.dueMs || a.schedule.id.localeCompare(b.schedule.id))
   }
 
   /**
-   * One due slot in one transaction: the occurrence, its thread message and the cursor. Returns
+   * One due slot in one transaction: the occurrence, its thread message and the schedule's
+   * next_due_at moved past it (to `next`, or the following slot worked out here). Returns
    * whether a reminder went out. A slot already recorded (a restart, or a confirmation that came
    * before it was due) is left alone. A slot first seen after its grace window (the gateway was
    * down) is recorded as missed with source gateway_down, without a reminder: telling someone
    * hours later to take a dose now could double it.
    */
-  #fire(schedule: ScheduleRow, slot: DueInstant, now: number): boolean {
+  #fire(schedule: ScheduleRow, slot: DueInstant, next: string | undefined, now: number): boolean {
+    const following = next ?? nextDueOf(schedule, slot.dueMs)
     const lag = now - slot.dueMs
     const unsent = lag >= this.#graceMs
     const late = lag > LATE_AFTER_MS
@@ -291,9 +322,8 @@ export class Reminders {
         missed_at: unsent ? nowIso : null,
       }
       const inserted = this.#q.insert!.run(row).changes === 1
-      // Everything before this slot is done; slots at the same instant are looked at again
-      // after a crash, and their unique key keeps them single.
-      this.#setCursor(slot.dueMs - 1)
+      // This slot is done for this schedule, whether a crash comes before the next or not.
+      this.records.setNextDue(schedule.id, following)
       if (!inserted || unsent) return { row, inserted, posted: null }
       const text = reminderText(schedule, slot, late)
       const posted = this.#post(schedule.patient_id, text, {
@@ -346,24 +376,53 @@ export class Reminders {
     return true
   }
 
-  /** Pending occurrences past their grace window become missed, once each. */
+  /**
+   * Pending occurrences past their grace window become missed, once each. A missed medication
+   * dose is announced as `dose.missed` inside the transaction that records it, so the rules
+   * engine's missed-dose alert commits with it: a crash leaves both or neither, and a listener
+   * that fails rolls the miss back, to be tried again on the next tick. One transaction per dose,
+   * so one that cannot be recorded holds back no other.
+   */
   #sweepMissed(now: number): number {
+    let overdue: OccurrenceRow[]
     try {
-      const nowIso = iso(now)
-      const overdue = this.#q.overdue!.all(iso(now - this.#graceMs)) as OccurrenceRow[]
-      if (overdue.length === 0) return 0
-      // Conditional updates: a dose confirmed in the meantime stays taken, and each turns missed once.
-      const missed = this.#sqlite.transaction(() => overdue.filter((r) => this.#q.markMissed!.run(nowIso, r.id).changes === 1)).immediate()
-      for (const r of missed) {
-        // Only a medication dose is a missed dose; a measurement not made is an adherence figure.
-        if (r.kind === 'medication') this.#bus.emit('dose.missed', { patientId: r.patient_id, occurrenceId: r.id, scheduleId: r.schedule_id, dueAt: r.due_at })
-      }
-      if (missed.length > 0) this.#log.info({ count: missed.length, occurrenceIds: missed.map((r) => r.id) }, 'reminders missed')
-      return missed.length
+      overdue = this.#q.overdue!.all(iso(now - this.#graceMs)) as OccurrenceRow[]
     } catch (err) {
       this.#log.error({ err: (err as Error).message }, 'marking missed reminders failed')
       return 0
     }
+    const nowIso = iso(now)
+    const missed: string[] = []
+    for (const r of overdue) {
+      const after: Array<() => void> = []
+      try {
+        const changed = this.#sqlite.transaction(() => {
+          // Conditional: a dose confirmed in the meantime stays taken, and each turns missed once.
+          if (this.#q.markMissed!.run(nowIso, r.id).changes !== 1) return false
+          // Only a medication dose is a missed dose; a measurement not made is an adherence figure.
+          if (r.kind === 'medication') {
+            this.#bus.emit('dose.missed', {
+              patientId: r.patient_id, occurrenceId: r.id, scheduleId: r.schedule_id, dueAt: r.due_at, afterCommit: (work) => after.push(work),
+            })
+          }
+          return true
+        }).immediate()
+        if (!changed) continue
+        missed.push(r.id)
+      } catch (err) {
+        this.#log.error({ occurrenceId: r.id, scheduleId: r.schedule_id, patientId: r.patient_id, err: (err as Error).message }, 'recording a missed dose failed; it stays pending and is tried again on the next tick')
+        continue
+      }
+      for (const work of after) {
+        try {
+          work()
+        } catch (err) {
+          this.#log.error({ occurrenceId: r.id, err: (err as Error).message }, 'announcing a missed dose failed')
+        }
+      }
+    }
+    if (missed.length > 0) this.#log.info({ count: missed.length, occurrenceIds: missed }, 'reminders missed')
+    return missed.length
   }
 
   // --- confirmations ---------------------------------------------------------------------------
@@ -486,10 +545,12 @@ export class Reminders {
       })
     }
     const zone = zoneOf(s)
-    if (s.active === 1 && isTimeZone(zone)) {
-      // Only a slot the reminder clock has not reached: one it passed without an occurrence did
-      // not exist then (the schedule is newer, or was inactive).
-      const from = Math.max(t - this.#graceMs - 1, this.cursor() ?? 0, Date.parse(s.created_at))
+    // Only a slot the reminder clock has not reached (next_due_at or later): one it passed
+    // without an occurrence did not exist then (the schedule is newer, or was inactive). Mostly
+    // there is none within earlyMinutes, and no time-zone work is done.
+    const nextMs = s.next_due_at === null ? null : Date.parse(s.next_due_at)
+    if (s.active === 1 && nextMs !== null && nextMs <= t + this.#earlyMs && isTimeZone(zone)) {
+      const from = Math.max(t - this.#graceMs - 1, nextMs - 1, Date.parse(s.created_at))
       const slot = dueInstants(timesOf(s), from, t + this.#earlyMs).sort(nearestFirst)[0]
       if (slot) candidates.push({ dueAt: slot.dueAt, confirm: () => this.#record(s, c, { ...slot, scheduled: true }) })
     }
@@ -592,10 +653,16 @@ export class Reminders {
     posted.announce()
   }
 
-  /** Readings complete the measurement reminders of their type whose window holds measuredAt. */
+  /**
+   * Readings complete the measurement reminders of their type whose window holds measuredAt. A
+   * reading of a patient and type without such a schedule costs a map lookup.
+   */
   #onReadings(readings: GatewayEvents['reading.accepted'][0]): void {
+    this.#syncMeasuring()
+    if (this.#measuring.size === 0) return
     const schedulesFor = new Map<string, ScheduleRow[]>()
     for (const r of readings) {
+      if (!this.#measuring.get(r.patientId)?.has(r.type)) continue
       const key = `${r.patientId}\u0000${r.type}`
       let schedules = schedulesFor.get(key)
       if (!schedules) {
@@ -604,5 +671,28 @@ export class Reminders {
       }
       for (const s of schedules) this.#confirmForSchedule(s, { source: 'reading', by: `device:${r.deviceId}`, takenMs: Date.parse(r.measuredAt) })
     }
+  }
+
+  // --- which patients have measurement schedules ---------------------------------------------
+
+  /** Reloads the measurement index when another connection (the CLI) has written to the database. */
+  #syncMeasuring(): void {
+    const version = this.#q.dataVersion!.get() as number
+    if (version === this.#dataVersion) return
+    this.#dataVersion = version
+    this.#measuring.clear()
+    for (const { patient_id, reading_type } of this.#q.measuring!.all() as Array<{ patient_id: string; reading_type: string }>) {
+      const types = this.#measuring.get(patient_id) ?? new Set<string>()
+      types.add(reading_type)
+      this.#measuring.set(patient_id, types)
+    }
+  }
+
+  /** A schedule was created or changed through this gateway's records. */
+  #scheduleChanged(row: ScheduleRow): void {
+    if (row.kind !== 'measurement') return
+    const types = new Set((this.#q.measuringOf!.all(row.patient_id) as Array<{ reading_type: string }>).map((r) => r.reading_type))
+    if (types.size > 0) this.#measuring.set(row.patient_id, types)
+    else this.#measuring.delete(row.patient_id)
   }
 }

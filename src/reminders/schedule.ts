@@ -34,6 +34,7 @@ export interface DueInstant {
 export const ALL_DAYS: readonly number[] = [1, 2, 3, 4, 5, 6, 7]
 export const DAY_NAMES: readonly string[] = ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun']
 
+const DAY_MS = 86_400_000
 const TIME = /^([01]\d|2[0-3]):([0-5]\d)$/
 const DATE = /^\d{4}-\d{2}-\d{2}$/
 
@@ -98,6 +99,21 @@ export function dueInstants(s: ScheduleTimes, fromMs: number, toMs: number): Due
 /** The first due instant after `afterMs`, looking ahead at most `horizonDays`; null when none. */
 export function nextDue(s: ScheduleTimes, afterMs: number, horizonDays = 8): DueInstant | null {
   return dueInstants(s, afterMs, afterMs + horizonDays * 86_400_000)[0] ?? null
+}
+
+/**
+ * The first due instant after `afterMs`, however far ahead (a schedule that starts next month);
+ * null only when there is none ever again (it ended, or it names no day or time). Every weekday
+ * comes round within 7 local dates, so 8 days from the later of `afterMs` and the day before
+ * `startsOn` hold the next slot if there is one. The reminder clock keeps this per schedule.
+ */
+export function nextDueAfter(s: ScheduleTimes, afterMs: number): DueInstant | null {
+  if (s.times.length === 0 || s.days.length === 0) return null
+  const [year, month, day] = s.startsOn.split('-').map(Number) as [number, number, number]
+  const startsMs = DateTime.fromObject({ year, month, day }, { zone: s.timezone }).toMillis()
+  const from = Math.max(afterMs, startsMs - DAY_MS)
+  // Most schedules are daily: the next two days usually hold the answer, for half the work.
+  return dueInstants(s, from, from + 2 * DAY_MS)[0] ?? dueInstants(s, from, from + 8 * DAY_MS)[0] ?? null
 }
 
 const FULL_DAY_NAMES = ['monday', 'tuesday', 'wednesday', 'thursday', 'friday', 'saturday', 'sunday']

@@ -31,6 +31,8 @@ export interface ReminderSchedule {
   updatedAt: string
   /** The next reminder within 8 days, or null (inactive, ended, or no matching day). */
   nextDueAt: string | null
+  /** The creating client's id for its request, or null; a retry with it answers this schedule. */
+  clientRequestId: string | null
 }
 
 /** One dose slot (or, with scheduled=false, a dose taken when none was due). */
@@ -72,6 +74,8 @@ export interface ScheduleInput {
   startsOn?: string
   endsOn?: string | null
   timezone?: string | null
+  /** The client's id for this request, unique per patient and creator: a retry creates nothing. */
+  clientRequestId?: string
 }
 
 export interface SchedulePatch {

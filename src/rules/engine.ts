@@ -4,7 +4,7 @@ import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
 import type { GatewayConfig } from '../config/load.ts'
 import { RpmError } from '../errors.ts'
-import type { EventBus, GatewayEvents } from '../events.ts'
+import type { AfterCommit, EventBus, GatewayEvents } from '../events.ts'
 import type { AcceptedReading, ReadingType } from '../ingest/types.ts'
 import type { Metrics } from '../metrics.ts'
 import type { Store } from '../store/db.ts'
@@ -120,7 +120,7 @@ export class RuleEngine {
     this.#index()
 
     deps.onJournalCommit((accepted) => this.#onReadings(accepted))
-    this.#on('dose.missed', (e) => this.#onEvent('dose.missed', e.patientId, { event: 'dose.missed', occurrenceId: e.occurrenceId, scheduleId: e.scheduleId, dueAt: e.dueAt }))
+    this.#on('dose.missed', (e) => this.#onEvent('dose.missed', e.patientId, { event: 'dose.missed', occurrenceId: e.occurrenceId, scheduleId: e.scheduleId, dueAt: e.dueAt }, e.afterCommit))
     this.#on('dose.taken', (e) => this.#onEvent('dose.taken', e.patientId, { event: 'dose.taken', occurrenceId: e.occurrenceId, scheduleId: e.scheduleId, at: e.at }))
     this.#on('alert.updated', ({ alert, change }) => {
       deps.metrics.alertChanges.inc({ change, severity: alert.severity })
@@ -392,26 +392,46 @@ export class RuleEngine {
 
   // --- events, silence, escalation -----------------------------------------------------------------
 
-  #onEvent(name: 'dose.missed' | 'dose.taken', patientId: string, values: Record<string, unknown>): void {
-    this.#safely(`rules for ${name}`, () => {
-      const effects: AlertEffect[] = []
-      this.alerts.run(() => {
-        for (const { rule } of this.effectiveRules(patientId)) {
-          if (rule.kind !== 'event' || !rule.enabled) continue
-          // The schedules with a missed dose: a dose taken of one of them answers it; a dose of
-          // another medication (or an unscheduled one) does not.
-          const open = this.alerts.openFor(patientId, rule.id)
-          const pending = new Set<string>(open?.last_values_json ? ((JSON.parse(open.last_values_json) as { scheduleIds?: string[] }).scheduleIds ?? []) : [])
-          const scheduleId = typeof values.scheduleId === 'string' ? values.scheduleId : null
-          if (name === rule.event) {
-            if (scheduleId) pending.add(scheduleId)
-            effects.push(...this.alerts.raise({ patientId, rule, readingType: null, severity: rule.severity, values: { ...values, scheduleIds: [...pending] } }))
-          } else if (name === rule.clearOn && open && scheduleId !== null && pending.delete(scheduleId)) {
-            if (pending.size === 0) effects.push(...this.alerts.clear(patientId, rule.id, null, values))
-            else this.alerts.updateValues(open, { ...JSON.parse(open.last_values_json!), scheduleIds: [...pending] })
-          }
+  /**
+   * Event rules. With `afterCommit` the event was emitted inside the emitter's transaction (a dose
+   * recorded missed): the alert is written in it (a savepoint), so the two commit together or
+   * not at all; the alert cache and the announcements wait for that commit, and a failure is
+   * thrown to the emitter, whose transaction then rolls back. Without it, in a transaction of its own.
+   */
+  #onEvent(name: 'dose.missed' | 'dose.taken', patientId: string, values: Record<string, unknown>, afterCommit?: AfterCommit): void {
+    const effects: AlertEffect[] = []
+    const evaluate = () => {
+      for (const { rule } of this.effectiveRules(patientId)) {
+        if (rule.kind !== 'event' || !rule.enabled) continue
+        // The schedules with a missed dose: a dose taken of one of them answers it; a dose of
+        // another medication (or an unscheduled one) does not.
+        const open = this.alerts.openFor(patientId, rule.id)
+        const pending = new Set<string>(open?.last_values_json ? ((JSON.parse(open.last_values_json) as { scheduleIds?: string[] }).scheduleIds ?? []) : [])
+        const scheduleId = typeof values.scheduleId === 'string' ? values.scheduleId : null
+        if (name === rule.event) {
+          if (scheduleId) pending.add(scheduleId)
+          effects.push(...this.alerts.raise({ patientId, rule, readingType: null, severity: rule.severity, values: { ...values, scheduleIds: [...pending] } }))
+        } else if (name === rule.clearOn && open && scheduleId !== null && pending.delete(scheduleId)) {
+          if (pending.size === 0) effects.push(...this.alerts.clear(patientId, rule.id, null, values))
+          else this.alerts.updateValues(open, { ...JSON.parse(open.last_values_json!), scheduleIds: [...pending] })
         }
+      }
+    }
+    if (afterCommit) {
+      const stage = this.alerts.begin()
+      try {
+        this.deps.store.sqlite.transaction(evaluate)()
+      } finally {
+        this.alerts.end()
+      }
+      afterCommit(() => {
+        this.alerts.commit(stage)
+        announceEffects(this.deps.bus, effects)
       })
+      return
+    }
+    this.#safely(`rules for ${name}`, () => {
+      this.alerts.run(evaluate)
       announceEffects(this.deps.bus, effects)
     })
   }

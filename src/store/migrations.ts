@@ -344,8 +344,26 @@ migrations['0005-reminders'] = {
       .addColumn('created_by', 'text', (c) => c.notNull())
       .addColumn('created_at', 'text', (c) => c.notNull())
       .addColumn('updated_at', 'text', (c) => c.notNull())
+      // The next instant the reminder clock has to look at this schedule (UTC; NULL: inactive or
+      // ended), kept so a tick reads only the schedules that came due instead of computing all.
+      .addColumn('next_due_at', 'text')
+      // The creating client's id for the request (POST retries): one schedule per patient, creator and id.
+      .addColumn('client_request_id', 'text')
       .execute()
     await db.schema.createIndex('reminder_schedules_patient').on('reminder_schedules').column('patient_id').execute()
+    await db.schema
+      .createIndex('reminder_schedules_next_due')
+      .on('reminder_schedules')
+      .column('next_due_at')
+      .where(sql.ref('active'), '=', 1)
+      .execute()
+    await db.schema
+      .createIndex('reminder_schedules_client_request')
+      .on('reminder_schedules')
+      .columns(['patient_id', 'created_by', 'client_request_id'])
+      .unique()
+      .where(sql.ref('client_request_id'), 'is not', null)
+      .execute()
 
     // One row per reminder that came due: the unique key makes posting it idempotent across
     // restarts, and its status is the adherence record.

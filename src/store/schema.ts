@@ -267,6 +267,10 @@ export interface ReminderScheduleTable {
   created_by: string
   created_at: string
   updated_at: string
+  /** The next instant the reminder clock looks at (ISO UTC): the next slot not yet processed; null when inactive or ended. */
+  next_due_at: string | null
+  /** The creating client's id for the request: a retried POST finds the schedule it created. */
+  client_request_id: string | null
 }
 
 export interface ReminderOccurrenceTable {

@@ -1,8 +1,10 @@
 import { fileURLToPath } from 'node:url'
+import SQLite from 'better-sqlite3'
 import type { MqttClient } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
 import { build } from '../../device-simulator/readings.ts'
 import type { GatewayEvents } from '../../src/events.ts'
+import { ReminderRecords } from '../../src/reminders/records.ts'
 import {
   auditOf,
   connectDevice,
@@ -58,8 +60,8 @@ interface Clinic {
   provider: Caller
   stranger: Caller
   threadId: string
-  /** Every event of these kinds the gateway emitted, in order. */
-  events: { due: Array<GatewayEvents['reminder.due'][0]>; taken: Array<GatewayEvents['dose.taken'][0]>; missed: Array<GatewayEvents['dose.missed'][0]> }
+  /** Every event of these kinds the gateway emitted, in order (dose.missed once its transaction committed). */
+  events: { due: Array<GatewayEvents['reminder.due'][0]>; taken: Array<GatewayEvents['dose.taken'][0]>; missed: Array<Omit<GatewayEvents['dose.missed'][0], 'afterCommit'>> }
 }
 
 /**
@@ -82,7 +84,7 @@ async function clinic(start: string, options: { timezone?: string; settings?: Re
   const events: Clinic['events'] = { due: [], taken: [], missed: [] }
   g.bus.on('reminder.due', (e) => events.due.push(e))
   g.bus.on('dose.taken', (e) => events.taken.push(e))
-  g.bus.on('dose.missed', (e) => events.missed.push(e))
+  g.bus.on('dose.missed', ({ afterCommit, ...e }) => afterCommit(() => events.missed.push(e)))
   const thread = await call(t, patient, 'GET', `/api/v1/patients/${p.id}/thread`)
   return { t, clock, dev, patient, provider, stranger, threadId: thread.body.id, events }
 }
@@ -353,6 +355,39 @@ describe('missed doses and measurements', () => {
     expect(resolved).toMatchObject({ id: alert.id, resolution: 'auto' })
   })
 
+  it('a missed dose and its alert are recorded together: while the alert cannot be written the dose stays pending, then both are recorded, once', async () => {
+    const c = await clinic('2026-06-01T07:59:30Z', { settings: { 'reminders.graceMinutes': 2 } })
+    await addReminder(c, { ...metformin, times: ['08:00'] })
+    await advance(c, 60) // 08:00:30: sent
+    const sqlite = c.t.gateway.store.sqlite
+    const alerts = () => sqlite.prepare('SELECT id, rule_id, status, count FROM alerts WHERE patient_id = ?').all(c.dev.patientId)
+    const alertMessages = () => c.t.gateway.threads.history(c.threadId, { limit: 500 }).items.filter((m) => m.kind === 'alert')
+    // The database refuses new alerts (a full disk, a broken rule): a fault in the real database.
+    sqlite.exec("CREATE TRIGGER refuse_alerts BEFORE INSERT ON alerts BEGIN SELECT RAISE(ABORT, 'alerts refused'); END")
+    await advance(c, 120) // 08:02:30: past the grace window
+    await advance(c, 60)
+    // Neither: the miss is not recorded without its alert (and nothing was announced).
+    expect(occurrences(c.t, c.dev.patientId).map((o) => [o.status, o.missed_at])).toEqual([['pending', null]])
+    expect(alerts()).toEqual([])
+    expect(alertMessages()).toEqual([])
+    expect(c.events.missed).toEqual([])
+
+    sqlite.exec('DROP TRIGGER refuse_alerts')
+    await advance(c, 60) // 08:04:30: tried again
+    const [occ] = occurrences(c.t, c.dev.patientId)
+    expect(occ).toMatchObject({ status: 'missed', missed_at: '2026-06-01T08:04:30.000Z' })
+    expect(alerts()).toEqual([expect.objectContaining({ rule_id: 'missed-dose', status: 'open', count: 1 })])
+    expect(alertMessages().map((m) => m.text)).toEqual(['Warning: Missed medication dose — a dose was not confirmed in time'])
+    expect(c.events.missed).toEqual([expect.objectContaining({ occurrenceId: occ!.id })])
+    const listed = await call(c.t, c.provider, 'GET', `/api/v1/alerts?status=all&patientId=${c.dev.patientId}`)
+    expect(listed.body.items.map((a: any) => [a.ruleId, a.status])).toEqual([['missed-dose', 'open']])
+
+    await advance(c, 60)
+    expect(alerts()).toHaveLength(1)
+    expect(alertMessages()).toHaveLength(1)
+    expect(c.events.missed).toHaveLength(1)
+  })
+
   it('a measurement reminder is done when a reading of its type arrives in its window', async () => {
     const c = await clinic('2026-06-01T07:59:30Z')
     const { body: bp } = await addReminder(c, { kind: 'measurement', readingType: 'blood_pressure', times: ['08:00'] })
@@ -434,6 +469,26 @@ describe('restarts and daylight saving', () => {
     // A reminder that was never sent does not count against the patient.
     expect(res.body.last7Days).toMatchObject({ taken: 0, missed: 1, pending: 1, unsent: 1, rate: 0 })
     expect(res.body.last7Days.schedules[0]).toMatchObject({ scheduleId: med.id, unsent: 1 })
+  })
+
+  it('a schedule another process adds (the CLI) while the gateway runs comes due, and a reading completes it', async () => {
+    const c = await clinic('2026-06-01T07:59:30Z')
+    const cli = new SQLite(c.t.gateway.store.file)
+    try {
+      new ReminderRecords(cli, c.clock).createSchedule(c.dev.patientId, { kind: 'measurement', readingType: 'blood_pressure', times: ['08:00'] }, 'operator:test')
+    } finally {
+      cli.close()
+    }
+    await advance(c, 60)
+    expect(reminderMessages(c).map((m) => m.text)).toEqual(['Time to check your blood pressure (08:00)'])
+    const device = await connect(c.t, c.dev)
+    const reading = build.bloodPressure(124, 80, 66, { measuredAt: '2026-06-01T08:00:40Z', seq: 1 })
+    await device.publishAsync(`devices/${c.dev.deviceId}/readings`, JSON.stringify(reading), { qos: 1 })
+    const [done] = await waitFor(() => {
+      const list = occurrences(c.t, c.dev.patientId)
+      return list[0]?.status === 'done' ? list : null
+    })
+    expect(done).toMatchObject({ due_at: '2026-06-01T08:00:00.000Z', source: 'reading', taken_at: '2026-06-01T08:00:40.000Z' })
   })
 
   it('America/New_York, 08:00 daily across 2026-03-08: 13:00Z before the change, 12:00Z after, each once', async () => {
@@ -519,6 +574,12 @@ describe('schedules', () => {
     expect((await call(c.t, c.patient, 'GET', path)).body.items).toEqual([expect.objectContaining({ id: s.id, active: false })])
     await advanceTo(c, '2026-06-02T09:30:30Z')
     expect(occurrences(c.t, c.dev.patientId)).toHaveLength(0)
+    // Active again: the next one is due, and what came due while it was stopped is not caught up.
+    const nurse = await signIn(c.t, 'nurse') // the first session went idle while the clock moved
+    const resumed = await call(c.t, nurse, 'PATCH', `/api/v1/reminders/${s.id}`, { active: true })
+    expect(resumed.body).toMatchObject({ active: true, nextDueAt: '2026-06-09T09:30:00.000Z' })
+    await advance(c, 1)
+    expect(occurrences(c.t, c.dev.patientId)).toHaveLength(0)
 
     const actions = auditOf(c.t).filter((a) => a.action.startsWith('reminder')).map((a) => [a.action, a.outcome])
     expect(actions).toEqual(expect.arrayContaining([
@@ -530,6 +591,38 @@ describe('schedules', () => {
       ['reminder.update', 'denied'],
       ['reminder.deactivate', 'allowed'],
     ]))
+  })
+
+  it('a retried create with the same clientRequestId answers the first schedule with 200: the patient is reminded once', async () => {
+    const c = await clinic('2026-06-01T07:59:30Z')
+    const path = `/api/v1/patients/${c.dev.patientId}/reminders`
+    const body = { ...metformin, times: ['08:00'], clientRequestId: 'web-7f3a:rem.1' }
+    const first = await addReminder(c, body)
+    expect(first.status).toBe(201)
+    expect(first.body).toMatchObject({ medication: 'Metformin', clientRequestId: 'web-7f3a:rem.1' })
+    const retry = await addReminder(c, body)
+    expect(retry.status).toBe(200)
+    expect(retry.body).toEqual(first.body)
+    // A retry answers the first even when its body differs (a client that rebuilt it).
+    expect(await addReminder(c, { ...body, times: ['08:00', '20:00'] })).toEqual({ status: 200, body: first.body })
+
+    // Another id is another schedule; so is the same id from another provider on the care team.
+    const evening = await addReminder(c, { ...body, times: ['20:00'], clientRequestId: 'web-7f3a:rem.2' })
+    expect(evening.status).toBe(201)
+    await c.t.gateway.users.addToCareTeam(c.dev.patientId, 'other-nurse')
+    const theirs = await call(c.t, c.stranger, 'POST', path, { ...body, times: ['20:00'] })
+    expect(theirs.status).toBe(201)
+    expect(new Set([first.body.id, evening.body.id, theirs.body.id]).size).toBe(3)
+    for (const bad of ['', '-rem', 'has space', 'x'.repeat(65)]) {
+      const res = await addReminder(c, { ...body, clientRequestId: bad })
+      expect(res.status, bad).toBe(400)
+      expect(res.body.details, bad).toMatchObject({ field: 'clientRequestId' })
+    }
+    expect((await call(c.t, c.provider, 'GET', path)).body.items).toHaveLength(3)
+
+    await advance(c, 60)
+    expect(reminderMessages(c).map((m) => m.text)).toEqual(['Time to take Metformin 500 mg (08:00)'])
+    expect(auditOf(c.t, 'reminder.create').filter((a) => a.outcome === 'allowed').map((a) => JSON.parse(a.details_json ?? '{}').created)).toEqual([true, false, false, true, true])
   })
 
   it('the CLI adds a medication and a measurement reminder, lists them and prints adherence (--json)', async () => {

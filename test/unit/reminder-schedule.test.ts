@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest'
-import { dueInstants, nextDue, parseDays, resolveLocal, type ScheduleTimes } from '../../src/reminders/schedule.ts'
+import { dueInstants, nextDue, nextDueAfter, parseDays, resolveLocal, type ScheduleTimes } from '../../src/reminders/schedule.ts'
 
 const daily = (times: string[], timezone: string, extra: Partial<ScheduleTimes> = {}): ScheduleTimes => ({
   times,
@@ -98,6 +98,25 @@ describe('zones, days and dates', () => {
     const s = daily(['08:00', '20:00'], 'Europe/London', { days: [5] }) // Fridays
     expect(nextDue(s, at('2026-06-01T12:00:00Z'))?.dueAt).toBe('2026-06-05T07:00:00.000Z')
     expect(nextDue(daily(['08:00'], 'UTC', { endsOn: '2026-05-31' }), at('2026-06-01T00:00:00Z'))).toBeNull()
+  })
+
+  it('nextDueAfter (what the reminder clock keeps per schedule) finds the next slot however far ahead, and null only when there is none ever', () => {
+    const next = (s: ScheduleTimes, after: string) => nextDueAfter(s, at(after))?.dueAt ?? null
+    // Strictly after: a slot at `after` was handled.
+    expect(next(daily(['08:00', '20:00'], 'UTC'), '2026-06-01T08:00:00Z')).toBe('2026-06-01T20:00:00.000Z')
+    // Weekly, in the patient's zone: Friday 08:00 in London (BST).
+    expect(next(daily(['08:00'], 'Europe/London', { days: [5] }), '2026-06-05T07:00:00Z')).toBe('2026-06-12T07:00:00.000Z')
+    // Starting in two months: beyond nextDue's 8 days, still found.
+    const later = daily(['09:00'], 'America/New_York', { startsOn: '2026-08-01', days: [1] }) // 2026-08-03 is the first Monday
+    expect(nextDue(later, at('2026-06-01T00:00:00Z'))).toBeNull()
+    expect(next(later, '2026-06-01T00:00:00Z')).toBe('2026-08-03T13:00:00.000Z')
+    // Ended, or ending before its next weekday: none, ever.
+    expect(next(daily(['08:00'], 'UTC', { endsOn: '2026-05-31' }), '2026-06-01T00:00:00Z')).toBeNull()
+    expect(next(daily(['08:00'], 'UTC', { endsOn: '2026-06-06', days: [7] }), '2026-06-01T00:00:00Z')).toBeNull()
+    // Across the changes, as dueInstants: the gap time moved to 03:30 EDT, the repeated time at its first occurrence.
+    expect(next(daily(['02:30'], 'America/New_York'), '2026-03-07T08:00:00Z')).toBe('2026-03-08T07:30:00.000Z')
+    expect(next(daily(['01:30'], 'America/New_York'), '2026-10-31T06:00:00Z')).toBe('2026-11-01T05:30:00.000Z')
+    expect(next(daily(['08:00'], 'America/New_York'), '2026-03-07T13:00:00Z')).toBe('2026-03-08T12:00:00.000Z')
   })
 
   it('parseDays reads names and numbers, and names the bad item', () => {
