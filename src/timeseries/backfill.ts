@@ -2,7 +2,7 @@ import type { GatewayConfig } from '../config/load.ts'
 import type { Store } from '../store/db.ts'
 import type { JournalRow } from './lines.ts'
 import { LineSender } from './sender.ts'
-import { sendSplitting, toEntries } from './writer.ts'
+import { sendSplitting, toEntries } from './batches.ts'
 
 export interface BackfillProgress {
   sent: number

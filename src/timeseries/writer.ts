@@ -1,3 +1,6 @@
+import { createRequire } from 'node:module'
+import { fileURLToPath } from 'node:url'
+import { Worker } from 'node:worker_threads'
 import type { Statement } from 'better-sqlite3'
 import type { Logger } from 'pino'
 import type { Clock } from '../clock.ts'
@@ -5,8 +8,7 @@ import type { GatewayConfig } from '../config/load.ts'
 import type { EventBus } from '../events.ts'
 import type { Metrics } from '../metrics.ts'
 import type { Store } from '../store/db.ts'
-import { type JournalRow, toLine } from './lines.ts'
-import { LineSender, WriteRefused, describeFailure } from './sender.ts'
+import { type FromWriterThread, type ToWriterThread, type WriterThreadData, cursorKey } from './writer-thread.ts'
 
 export interface TimeSeriesDeps {
   config: GatewayConfig['influx']
@@ -28,132 +30,117 @@ export interface TimeSeriesStatus {
   failingSince: string | null
 }
 
-/** One entry of a batch: the journal row id and its line. */
-interface Entry {
-  id: number
-  line: string
-}
-
-const MIN_RETRY_MS = 1000
-
 /** InfluxDB's identity for cursors and set-aside records: url|org|bucket. */
 export const targetOf = (c: Pick<GatewayConfig['influx'], 'url' | 'org' | 'bucket'>) => `${c.url.replace(/\/+$/, '')}|${c.org}|${c.bucket}`
 
 export const isConfigured = (c: GatewayConfig['influx']) => c.url !== ''
 
-/**
- * Sends a batch; when InfluxDB refuses it as invalid, splits it until the refused points stand
- * alone, so one bad point does not hold up the rest. Returns the refused points with the reason.
- * Any other failure (InfluxDB away) throws: the whole batch is tried again later (points are
- * idempotent: the same series and timestamp is the same point).
- */
-export async function sendSplitting(sender: LineSender, entries: readonly Entry[], onRefused?: () => void): Promise<Array<{ id: number; status: number; reason: string }>> {
-  try {
-    await sender.send(entries.map((e) => e.line))
-    return []
-  } catch (err) {
-    if (!(err instanceof WriteRefused)) throw err
-    onRefused?.()
-    if (entries.length === 1) return [{ id: entries[0]!.id, status: err.status, reason: err.message }]
-    const half = Math.ceil(entries.length / 2)
-    return [...(await sendSplitting(sender, entries.slice(0, half), onRefused)), ...(await sendSplitting(sender, entries.slice(half), onRefused))]
-  }
-}
+// Plain CommonJS, evaluated in the worker, as src/store/checkpointer.ts starts its own: tsx
+// compiles writer-thread.ts (and what it imports) for this thread, as bin/rpm-gateway.js does
+// for the main one, so the thread builds lines with the same code as backfill.
+const WORKER = `
+const { parentPort, workerData } = require('node:worker_threads')
+require(workerData.tsx).require(workerData.module, workerData.module).runWriterThread(parentPort, workerData.thread)
+`
+const THREAD_MODULE = fileURLToPath(new URL('./writer-thread.ts', import.meta.url))
 
-/** Journal rows after `afterId`, oldest first, with their device kind. */
-export function journalQuery(store: Store): Statement {
-  return store.sqlite.prepare(`SELECT r.id, r.patient_id, r.device_id, COALESCE(d.kind, 'unknown') AS device_kind, r.type, r.measured_at, r.values_json
-    FROM readings r LEFT JOIN devices d ON d.id = r.device_id WHERE r.id > ? ORDER BY r.id LIMIT ?`)
-}
-
-export function toEntries(rows: readonly JournalRow[]): Entry[] {
-  const out: Entry[] = []
-  for (const r of rows) {
-    const line = toLine(r)
-    if (line !== null) out.push({ id: r.id, line })
-  }
-  return out
-}
+/** How long stop() waits beyond influx.timeoutMs (the batch in flight) before it ends the thread. */
+const STOP_GRACE_MS = 2000
 
 /**
  * Feeds InfluxDB from the readings journal. The journal is the outbox: a reading is queued by
  * the very commit that stores it (and acknowledges it to the device), and the writer's position
  * (the last reading id InfluxDB confirmed) lives in the database and moves only after InfluxDB
  * confirms a batch. While InfluxDB is away the backlog waits on disk and drains oldest first
- * when it is back; a crash at any point resends at most the batch in flight.
+ * when it is back; a crash at any point resends at most the batch in flight (a power cut, the
+ * last few: see writer-thread.ts).
+ *
+ * The loop (reading the journal back, building lines, gzip, HTTP) runs in a worker thread with
+ * its own database connection (writer-thread.ts), off the event loop that acknowledges
+ * readings. This side wakes it when readings come, logs and counts from its messages, and
+ * answers status() from the main connection.
  */
 export class TimeSeriesWriter {
   readonly configured: boolean
   readonly target: string | null
-  #sender: LineSender | null = null
+  /** The position as the thread last reported it (moves with the counters, so /metrics agrees with itself). */
   #cursor = 0
-  #loop: Promise<void> | null = null
-  #stopped = false
-  #wake: (() => void) | null = null
+  #thread: Worker | null = null
+  #exited: Promise<void> = Promise.resolve()
+  /** The thread has caught up and waits for a wake: at most one wake is in flight. */
+  #waiting = false
+  #stopping = false
   #failingSince: number | null = null
   #lastError: string | null = null
-  #retryMs: number
   #gaugeTimer: NodeJS.Timeout | undefined
-  readonly #q: Record<string, Statement>
-  readonly #onAccepted = () => this.#wake?.()
+  readonly #q: Record<'maxId' | 'oldest' | 'getCursor', Statement>
+  readonly #onAccepted = () => {
+    if (!this.#waiting) return
+    this.#waiting = false
+    this.#post({ type: 'wake' })
+  }
 
   constructor(private readonly deps: TimeSeriesDeps) {
     this.configured = isConfigured(deps.config)
     this.target = this.configured ? targetOf(deps.config) : null
-    this.#retryMs = this.#firstRetryMs()
     const p = (sql: string) => deps.store.sqlite.prepare(sql)
     this.#q = {
-      batch: journalQuery(deps.store),
       maxId: p('SELECT COALESCE(MAX(id), 0) AS id FROM readings'),
       oldest: p('SELECT received_at FROM readings WHERE id > ? ORDER BY id LIMIT 1'),
       getCursor: p('SELECT value FROM gateway_state WHERE key = ?'),
-      setCursor: p('INSERT INTO gateway_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value'),
-      reject: p('INSERT INTO timeseries_rejected (reading_id, target, status, reason, rejected_at) VALUES (?, ?, ?, ?, ?)'),
     }
     if (this.target !== null) {
-      const row = this.#q.getCursor!.get(this.#cursorKey()) as { value: string } | undefined
+      const row = this.#q.getCursor.get(cursorKey(this.target)) as { value: string } | undefined
       this.#cursor = row ? Number(row.value) : 0
     }
   }
 
-  /** 1 s, or maxRetryDelayMs when that is shorter (it may be as low as 100 ms). */
-  #firstRetryMs(): number {
-    return Math.min(MIN_RETRY_MS, this.deps.config.maxRetryDelayMs)
-  }
-
-  #cursorKey(): string {
-    return `timeseries.cursor:${this.target}`
-  }
-
   start(): void {
-    const { config, log, bus } = this.deps
+    const { config, log, bus, store, clock } = this.deps
     if (!this.configured) {
       log.info('time series: no InfluxDB configured (influx.url is empty); readings are kept in the journal only')
       return
     }
     // The URL only: the token never reaches a log.
     log.info({ url: config.url, org: config.org, bucket: config.bucket, from: this.#cursor }, 'time series: writing readings to InfluxDB')
-    this.#sender = new LineSender(config)
+    const thread: WriterThreadData = { file: store.file, config, target: this.target!, cursor: this.#cursor, clockOffsetMs: clock.now() - Date.now() }
+    const tsx = createRequire(import.meta.url).resolve('tsx/cjs/api')
+    const worker = new Worker(WORKER, { eval: true, workerData: { tsx, module: THREAD_MODULE, thread } })
+    this.#thread = worker
+    this.#exited = new Promise((resolve) => worker.once('exit', () => resolve()))
+    worker.on('message', (m: FromWriterThread) => this.#onMessage(m))
+    worker.on('error', (err) => log.error({ err: err.message }, 'time-series writer stopped'))
+    worker.unref() // stop() refs it while it finishes
     bus.on('reading.accepted', this.#onAccepted)
     this.#updateGauges()
     this.#gaugeTimer = setInterval(() => this.#updateGauges(), 5000)
     this.#gaugeTimer.unref()
-    this.#loop = this.#run().catch((err: unknown) => log.error({ err: (err as Error).message }, 'time-series writer stopped'))
   }
 
   async stop(): Promise<void> {
-    this.#stopped = true
     clearInterval(this.#gaugeTimer)
     this.deps.bus.off('reading.accepted', this.#onAccepted)
-    this.#wake?.()
-    await this.#loop
-    await this.#sender?.close()
+    const worker = this.#thread
+    if (worker === null || this.#stopping) return this.#exited
+    this.#stopping = true
+    worker.ref()
+    this.#post({ type: 'stop' })
+    // The batch in flight ends within influx.timeoutMs (the request's own timeout); a thread
+    // that is still there after that is ended, so no gateway leaves one running.
+    let timer: NodeJS.Timeout | undefined
+    const late = new Promise<'late'>((resolve) => (timer = setTimeout(() => resolve('late'), this.deps.config.timeoutMs + STOP_GRACE_MS)))
+    if ((await Promise.race([this.#exited, late])) === 'late') {
+      this.deps.log.warn({ waitedMs: this.deps.config.timeoutMs + STOP_GRACE_MS }, 'time-series writer did not stop in time; ending its thread')
+      await worker.terminate()
+    }
+    clearTimeout(timer)
+    await this.#exited
   }
 
   status(): TimeSeriesStatus {
     if (!this.configured) return { state: 'off', target: null, backlog: 0, oldestPendingAt: null, lastError: null, failingSince: null }
     const backlog = this.#backlog()
-    const oldest = backlog > 0 ? ((this.#q.oldest!.get(this.#cursor) as { received_at: string } | undefined)?.received_at ?? null) : null
+    const oldest = backlog > 0 ? ((this.#q.oldest.get(this.#cursor) as { received_at: string } | undefined)?.received_at ?? null) : null
     const lagging = oldest !== null && this.deps.clock.now() - Date.parse(oldest) > this.deps.config.degradedAfterSeconds * 1000
     return {
       state: this.#failingSince !== null || lagging ? 'degraded' : 'up',
@@ -165,9 +152,13 @@ export class TimeSeriesWriter {
     }
   }
 
+  #maxId(): number {
+    return (this.#q.maxId.get() as { id: number }).id
+  }
+
   #backlog(): number {
     // Journal ids are dense (no deletes; a refused duplicate takes no id): the gap is the count.
-    return Math.max(0, (this.#q.maxId!.get() as { id: number }).id - this.#cursor)
+    return Math.max(0, this.#maxId() - this.#cursor)
   }
 
   #updateGauges(): void {
@@ -180,77 +171,64 @@ export class TimeSeriesWriter {
     }
   }
 
-  /** Waits for new readings (or `ms`), whichever comes first. */
-  #pause(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = setTimeout(done, ms)
-      function done() {
-        clearTimeout(timer)
-        resolve()
-      }
-      this.#wake = () => {
-        this.#wake = null
-        done()
-      }
-    })
+  #post(m: ToWriterThread): void {
+    this.#thread?.postMessage(m)
   }
 
-  async #run(): Promise<void> {
-    const { config, log, metrics, clock } = this.deps
-    while (!this.#stopped) {
-      const rows = this.#q.batch!.all(this.#cursor, config.batchSize) as JournalRow[]
-      if (rows.length === 0) {
-        await this.#pause(config.flushIntervalMs)
-        continue
+  #onMessage(m: FromWriterThread): void {
+    const { log, metrics, clock } = this.deps
+    switch (m.type) {
+      case 'waiting':
+        // Readings committed after the thread's last look (their wake-up came before it said it
+        // was waiting) would otherwise wait for influx.flushIntervalMs.
+        if (this.#stopping) return
+        if (this.#safe(() => this.#maxId() > m.cursor)) this.#post({ type: 'wake' })
+        else this.#waiting = true
+        return
+      case 'written': {
+        if (m.refusals > 0) metrics.timeseriesBatchesFailed.inc({ reason: 'rejected' }, m.refusals)
+        this.#cursor = m.cursor
+        if (m.written > 0) metrics.timeseriesPointsWritten.inc(m.written)
+        if (m.refusedIds.length > 0) {
+          metrics.timeseriesPointsRejected.inc(m.refusedIds.length)
+          log.warn({ readingIds: m.refusedIds, status: m.refusedStatus }, 'InfluxDB refused readings as invalid; set aside (timeseries_rejected)')
+        }
+        if (this.#failingSince !== null) {
+          log.info({ downForMs: clock.now() - this.#failingSince }, 'InfluxDB takes writes again; draining the backlog')
+          this.#failingSince = null
+          this.#lastError = null
+        }
+        // After every batch, not only a short one: a backlog that ends on a full batch would
+        // otherwise show its last value until the 5 s timer (two indexed lookups per batch).
+        this.#updateGauges()
+        return
       }
-      const entries = toEntries(rows)
-      const lastId = rows[rows.length - 1]!.id
-      let refused: Array<{ id: number; status: number; reason: string }>
-      try {
-        refused = await sendSplitting(this.#sender!, entries, () => metrics.timeseriesBatchesFailed.inc({ reason: 'rejected' }))
-      } catch (err) {
+      case 'unavailable': {
+        if (m.refusals > 0) metrics.timeseriesBatchesFailed.inc({ reason: 'rejected' }, m.refusals)
         metrics.timeseriesBatchesFailed.inc({ reason: 'unavailable' })
         const first = this.#failingSince === null
         this.#failingSince ??= clock.now()
-        this.#lastError = describeFailure(err)
-        if (first) log.warn({ err: this.#lastError, backlog: this.#backlog() }, 'InfluxDB is not taking writes; the backlog waits in the journal')
+        this.#lastError = m.error
+        if (first) log.warn({ err: m.error, backlog: this.#safe(() => this.#backlog()) }, 'InfluxDB is not taking writes; the backlog waits in the journal')
         this.#updateGauges()
-        // stop() came while this batch was in flight: its wake-up has passed, so do not wait.
-        if (this.#stopped) break
-        // Wait (doubling up to maxRetryDelayMs), but not for new readings: they join the backlog.
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, this.#retryMs)
-          this.#wake = () => {
-            if (this.#stopped) {
-              clearTimeout(timer)
-              resolve()
-            }
-          }
-        })
-        this.#wake = null
-        this.#retryMs = Math.min(this.#retryMs * 2, config.maxRetryDelayMs)
-        continue
+        return
       }
-      const at = new Date(clock.now()).toISOString()
-      this.deps.store.sqlite.transaction(() => {
-        for (const r of refused) this.#q.reject!.run(r.id, this.target, r.status, r.reason, at)
-        this.#q.setCursor!.run(this.#cursorKey(), String(lastId))
-      }).immediate()
-      this.#cursor = lastId
-      metrics.timeseriesPointsWritten.inc(entries.length - refused.length)
-      if (refused.length > 0) {
-        metrics.timeseriesPointsRejected.inc(refused.length)
-        log.warn({ readingIds: refused.map((r) => r.id), status: refused[0]!.status }, 'InfluxDB refused readings as invalid; set aside (timeseries_rejected)')
-      }
-      if (this.#failingSince !== null) {
-        log.info({ downForMs: clock.now() - this.#failingSince }, 'InfluxDB takes writes again; draining the backlog')
-        this.#failingSince = null
-        this.#lastError = null
-      }
-      this.#retryMs = this.#firstRetryMs()
-      // After every batch, not only a short one: a backlog that ends on a full batch would
-      // otherwise show its last value until the 5 s timer (two indexed lookups per batch).
-      this.#updateGauges()
+      case 'failed':
+        log.error({ err: m.error }, 'time-series writer stopped')
+        return
+      case 'stopped':
+        // Everything is closed; end the thread rather than wait for idle sockets to let it go.
+        void this.#thread?.terminate()
+        return
+    }
+  }
+
+  /** A lookup on the main connection, or undefined while the store is closing. */
+  #safe<T>(lookup: () => T): T | undefined {
+    try {
+      return lookup()
+    } catch {
+      return undefined
     }
   }
 }
