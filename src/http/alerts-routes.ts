@@ -244,6 +244,11 @@ export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): P
   const act = (name: 'acknowledge' | 'resolve' | 'snooze', summary: string, body: Record<string, unknown>, required: string[]) => {
     app.post<{ Params: { alertId: string }; Body: { note?: string; minutes?: number; reason?: string } }>(`/api/v1/alerts/:alertId/${name}`, {
       onRequest: signedIn('provider', 'admin'),
+      // A POST without a body at all (no content type either, as a button sends it) is an empty
+      // object; an empty body that claims to be JSON is still an error.
+      preValidation: async (req) => {
+        if (req.body === undefined && req.headers['content-type'] === undefined) req.body = {}
+      },
       schema: {
         tags: ['alerts'],
         summary,

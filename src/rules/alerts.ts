@@ -161,6 +161,11 @@ export class AlertStore {
     return this.#open.get(k)
   }
 
+  /** Every unresolved alert (committed), for sweeps. */
+  unresolved(): AlertTable[] {
+    return [...this.#open.values()]
+  }
+
   /** Alerts open or acknowledged (committed). */
   unresolvedCount(): number {
     return this.#open.size
@@ -359,6 +364,21 @@ export class AlertStore {
     this.#write(row, existing.updated_at)
     this.#event(row.id, 'resolved', 'system', { resolution: 'auto', readingId: reading?.id ?? null })
     const announce = this.#message(row, 'resolved', `All clear: ${existing.title} — ${describeValues(readingType, values)}`)
+    return [{ alert: toAlert(row), change: 'resolved', notify: false, announce }]
+  }
+
+  /**
+   * The rule no longer applies to this patient (disabled for them, or removed from the rule
+   * files): its unresolved alert resolves, saying why, rather than escalating forever.
+   */
+  retire(patientId: string, ruleId: string, reason: string): AlertEffect[] {
+    const existing = this.openFor(patientId, ruleId)
+    if (!existing) return []
+    const at = iso(this.clock.now())
+    const row: AlertTable = { ...existing, status: 'resolved', updated_at: at, resolved_at: at, resolved_by: null, resolution: 'auto', note: reason, next_escalation_at: null }
+    this.#write(row, existing.updated_at)
+    this.#event(row.id, 'resolved', 'system', { resolution: 'auto', reason })
+    const announce = this.#message(row, 'resolved', `No longer monitored: ${existing.title} — ${reason}`, { reason })
     return [{ alert: toAlert(row), change: 'resolved', notify: false, announce }]
   }
 

@@ -189,6 +189,7 @@ export class RuleEngine {
         this.#setOverrideEntry({ patient_id: patientId, rule_id: ruleId, version: e.version, spec_json: JSON.stringify(e.override), reason: e.reason, changed_by: e.changedBy, changed_at: e.changedAt } as RuleOverrideTable)
       })
       this.#index()
+      this.#retireStale()
       // Histories were trimmed for the old rules: load them again for the new windows and runs.
       this.#history.clear()
       this.deps.metrics.rulesReloads.inc({ outcome: 'applied' })
@@ -297,6 +298,7 @@ export class RuleEngine {
     if (override === null) this.#overrides.get(patientId)?.delete(ruleId)
     else this.#setOverrideEntry({ patient_id: patientId, rule_id: ruleId, version, spec_json: JSON.stringify(override), reason, changed_by: userId, changed_at: at } as RuleOverrideTable)
     this.#index()
+    this.#retireStale([patientId])
     // Its history was trimmed for the rule as it was: load it again for the new window or run.
     for (const k of [...this.#history.keys()]) if (k.startsWith(`${patientId}\u0000`)) this.#history.delete(k)
     return { version, rule }
@@ -310,6 +312,22 @@ export class RuleEngine {
       changedBy: r.changed_by,
       changedAt: r.changed_at,
     }))
+  }
+
+  /** Unresolved alerts of rules that no longer apply (removed, or disabled for the patient) resolve, saying why. */
+  #retireStale(patientIds?: readonly string[]): void {
+    this.#safely('resolving alerts of rules no longer in force', () => {
+      const effects: AlertEffect[] = []
+      this.alerts.run(() => {
+        for (const row of this.alerts.unresolved()) {
+          if (patientIds && !patientIds.includes(row.patient_id)) continue
+          const rule = this.#ruleFor(row.patient_id, row.rule_id)
+          if (!rule) effects.push(...this.alerts.retire(row.patient_id, row.rule_id, 'the rule was removed from the rule files'))
+          else if (!rule.enabled) effects.push(...this.alerts.retire(row.patient_id, row.rule_id, 'the rule is turned off for this patient'))
+        }
+      })
+      announceEffects(this.deps.bus, effects)
+    })
   }
 
   // --- readings ------------------------------------------------------------------------------------

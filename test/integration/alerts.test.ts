@@ -141,7 +141,9 @@ describe('acting on alerts', () => {
     expect(snoozed.status).toBe(200)
     expect(snoozed.body.snoozedUntil).toBeTruthy()
 
-    const ack = await api(t, 'POST', `/api/v1/alerts/${alert.id}/acknowledge`, { token: nurse, body: {} })
+    // No body at all, as a button sends it.
+    const ack = await api(t, 'POST', `/api/v1/alerts/${alert.id}/acknowledge`, { token: nurse })
+    expect(ack.status).toBe(200)
     expect(ack.body).toMatchObject({ status: 'acknowledged', nextEscalationAt: null })
     expect((await api(t, 'POST', `/api/v1/alerts/${alert.id}/resolve`, { token: nurse, body: {} })).body).toMatchObject({ code: 'RPM_ERR_BAD_REQUEST' })
     const done = await api(t, 'POST', `/api/v1/alerts/${alert.id}/resolve`, { token: nurse, body: { note: 'Called the patient; repeat reading normal.' } })
@@ -256,5 +258,22 @@ describe('per-patient thresholds', () => {
       [1, false, 'COPD: baseline saturation 89-91%'],
     ])
     expect(auditOf(t, 'thresholds.change').map((r) => r.outcome)).toEqual(['denied', 'denied', 'allowed', 'allowed'])
+  })
+
+  it('turning a rule off for a patient resolves its open alert, saying why, instead of escalating on', async () => {
+    const { t, dev, nurse, threadId } = await clinic()
+    await publish(t, dev, build.bloodPressure(85, 60, 70, { seq: 1 }))
+    const alert = await waitFor(async () => (await api(t, 'GET', '/api/v1/alerts', { token: nurse })).body.items[0])
+    expect(alert.ruleId).toBe('bp-low')
+    const off = await api(t, 'PUT', `/api/v1/patients/${dev.patientId}/thresholds/bp-low`, { token: nurse, body: { override: { enabled: false }, reason: 'Runs low; asymptomatic, reviewed' } })
+    expect(off.status).toBe(200)
+    const done = (await api(t, 'GET', `/api/v1/alerts/${alert.id}`, { token: nurse })).body
+    expect(done).toMatchObject({ status: 'resolved', resolution: 'auto', note: 'the rule is turned off for this patient', nextEscalationAt: null })
+    const msgs = await alertMessages(t, nurse, threadId)
+    expect(msgs.at(-1).text).toBe('No longer monitored: Low blood pressure — the rule is turned off for this patient')
+    // And it stays quiet for this patient.
+    await publish(t, dev, build.bloodPressure(84, 58, 70, { seq: 2 }))
+    await waitFor(async () => (await api(t, 'GET', `/api/v1/patients/${dev.patientId}/readings`, { token: nurse })).body.items.length === 2)
+    expect((await api(t, 'GET', '/api/v1/alerts', { token: nurse })).body.items).toEqual([])
   })
 })
