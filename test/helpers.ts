@@ -268,3 +268,21 @@ export async function login(t: TestGateway, username: string, password: string):
   if (res.status !== 200) throw new Error(`login as ${username}: ${res.status} ${res.text}`)
   return res.body as SignedIn
 }
+
+/** A signed-in user as tests hold one: the access token and the user id. */
+export interface Caller {
+  token: string
+  userId: string
+}
+
+/** Signs in over HTTP (failing the test on a refusal). */
+export async function signInAs(t: TestGateway, username: string, password: string): Promise<Caller> {
+  const s = await login(t, username, password)
+  return { token: s.accessToken, userId: s.user.id }
+}
+
+/** A JSON request with the caller's access token (or none); answers the status and parsed body. */
+export async function call(t: TestGateway, who: Caller | undefined, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await api(t, method, path, { ...(who ? { token: who.token } : {}), ...(body !== undefined ? { body } : {}) })
+  return { status: res.status, body: res.body ?? undefined }
+}

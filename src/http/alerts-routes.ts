@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { sql } from 'kysely'
 import type { AuditLog } from '../audit/audit.ts'
 import type { Clock } from '../clock.ts'
-import { RpmError, isRpmError } from '../errors.ts'
+import { RpmError } from '../errors.ts'
 import type { AccessBasis, AccessPolicy } from '../identity/access.ts'
 import type { Auth } from '../identity/auth.ts'
 import { announceEffects, toAlert } from '../rules/alerts.ts'
@@ -14,7 +14,7 @@ import type { EventBus } from '../events.ts'
 import type { Store } from '../store/db.ts'
 import type { AlertTable } from '../store/schema.ts'
 import { makeGuards } from './guards.ts'
-import { errorResponses, idPattern } from './schemas.ts'
+import { bearer, errorResponses, idPattern } from './schemas.ts'
 import { visiblePatientIds } from './threads-routes.ts'
 
 export interface AlertRouteDeps {
@@ -27,7 +27,6 @@ export interface AlertRouteDeps {
   clock: Clock
 }
 
-const bearer = [{ bearerAuth: [] as string[] }]
 const nullableString = { type: ['string', 'null'] } as const
 const severity = { type: 'string', enum: [...SEVERITIES] } as const
 
@@ -131,7 +130,7 @@ const rank = sql<number>`CASE severity WHEN 'critical' THEN 3 WHEN 'urgent' THEN
 export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): Promise<void> {
   const { rules, store, access, clock, bus } = deps
   const guards = makeGuards(deps)
-  const { record, signedIn, clinical } = guards
+  const { record, signedIn, clinical, audited } = guards
   guards.auditFailures(app)
   if (!app.hasRequestDecorator('principal')) app.decorateRequest('principal', null)
 
@@ -147,16 +146,6 @@ export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): P
     }
     const basis = await clinical(req, alert.patientId, action, { target: alert.patientId, error: noAlert(alertId) })
     return { patientId: alert.patientId, basis }
-  }
-
-  /** Runs a domain step; a refusal it raises is audited before it is answered. */
-  const audited = <T>(req: FastifyRequest, action: string, target: string, step: () => T): T => {
-    try {
-      return step()
-    } catch (err) {
-      if (isRpmError(err) && err.status < 500) record(req, action, 'denied', target, { code: err.code, ...(err.details ? { field: (err.details as { field?: unknown }).field } : {}) })
-      throw err
-    }
   }
 
   // --- alerts --------------------------------------------------------------------------------------

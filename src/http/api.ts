@@ -13,7 +13,7 @@ import { DEVICE_KINDS, type Registry, toPatient } from '../registry/registry.ts'
 import type { Store } from '../store/db.ts'
 import type { DeviceKind, Role } from '../store/schema.ts'
 import { makeGuards } from './guards.ts'
-import { auditEntrySchema, deviceSchema, errorResponses, idPattern, patientSchema, readingSchema, tokenSchema, userSchema } from './schemas.ts'
+import { auditEntrySchema, bearer, deviceSchema, errorResponses, idPattern, patientSchema, readingSchema, tokenSchema, userSchema } from './schemas.ts'
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -33,7 +33,6 @@ export interface ApiDeps {
   clock: Clock
 }
 
-const bearer = [{ bearerAuth: [] as string[] }]
 const patientParams = { type: 'object', required: ['patientId'], additionalProperties: false, properties: { patientId: { type: 'string', pattern: idPattern } } } as const
 
 /** The REST API under /api/v1: sign-in and tokens, patients, devices, readings, users, audit. */

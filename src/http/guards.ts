@@ -20,6 +20,8 @@ export interface Guards {
   clinical(req: FastifyRequest, patientId: string, action: string, refusal: { target: string; error: RpmError }): Promise<AccessBasis>
   /** Adds an onError hook to the plugin: failed writes by signed-in callers are audited. */
   auditFailures(app: FastifyInstance): void
+  /** Runs a domain step; a refusal it raises (a 4xx) is audited, with the field it names, before it is answered. */
+  audited<T>(req: FastifyRequest, action: string, target: string, step: () => T): T
 }
 
 /** Route guards for a plugin: sign-in, role, clinical access, and the audit entry for each. */
@@ -83,5 +85,17 @@ export function makeGuards(deps: GuardDeps): Guards {
     return basis
   }
 
-  return { record, signedIn, clinical, auditFailures }
+  const audited: Guards['audited'] = (req, action, target, step) => {
+    try {
+      return step()
+    } catch (err) {
+      if (isRpmError(err) && err.status < 500) {
+        const field = (err.details as { field?: unknown } | undefined)?.field
+        record(req, action, 'denied', target, { code: err.code, ...(field !== undefined ? { field } : {}) })
+      }
+      throw err
+    }
+  }
+
+  return { record, signedIn, clinical, auditFailures, audited }
 }

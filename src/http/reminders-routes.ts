@@ -1,7 +1,7 @@
 import type {} from '@fastify/swagger' // adds tags, summary and security to route schemas
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { AuditLog } from '../audit/audit.ts'
-import { RpmError, isRpmError } from '../errors.ts'
+import { RpmError } from '../errors.ts'
 import type { AccessBasis, AccessPolicy } from '../identity/access.ts'
 import type { Auth } from '../identity/auth.ts'
 import { READING_TYPES } from '../ingest/types.ts'
@@ -9,7 +9,7 @@ import { CLIENT_REQUEST_ID } from '../reminders/records.ts'
 import type { Reminders } from '../reminders/reminders.ts'
 import type { OccurrenceStatus, ScheduleInput, SchedulePatch } from '../reminders/types.ts'
 import { makeGuards } from './guards.ts'
-import { errorResponses, idPattern } from './schemas.ts'
+import { bearer, errorResponses, idPattern } from './schemas.ts'
 
 export interface ReminderRouteDeps {
   reminders: Reminders
@@ -18,7 +18,6 @@ export interface ReminderRouteDeps {
   audit: AuditLog
 }
 
-const bearer = [{ bearerAuth: [] as string[] }]
 const nullableString = (maxLength: number, description: string) => ({ type: ['string', 'null'], maxLength, description }) as const
 
 // Formats (HH:MM, weekdays, dates, zones) are checked by the reminders module, whose errors name
@@ -150,7 +149,7 @@ export async function reminderRoutes(app: FastifyInstance, deps: ReminderRouteDe
   const { reminders } = deps
   const records = reminders.records
   const guards = makeGuards(deps)
-  const { record, signedIn } = guards
+  const { record, signedIn, audited } = guards
   guards.auditFailures(app)
   if (!app.hasRequestDecorator('principal')) app.decorateRequest('principal', null)
 
@@ -160,15 +159,6 @@ export async function reminderRoutes(app: FastifyInstance, deps: ReminderRouteDe
   const clinical = (req: FastifyRequest, patientId: string, action: string): Promise<AccessBasis> =>
     guards.clinical(req, patientId, action, { target: patientId, error: noPatient(patientId) })
 
-  /** Runs a domain step; a refusal it raises is audited before it is answered. */
-  const audited = <T>(req: FastifyRequest, action: string, target: string, step: () => T): T => {
-    try {
-      return step()
-    } catch (err) {
-      if (isRpmError(err) && err.status < 500) record(req, action, 'denied', target, { code: err.code, ...(err.details ? { details: err.details } : {}) })
-      throw err
-    }
-  }
 
   /**
    * Who may change what, once the caller may see the patient at all: schedules are a care-team

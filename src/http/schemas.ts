@@ -20,6 +20,9 @@ export const errorResponses = {
   429: errorSchema,
 } as const
 
+/** Route security for the OpenAPI document: a bearer access token. */
+export const bearer = [{ bearerAuth: [] as string[] }]
+
 export const idPattern = '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$'
 
 export const userSchema = {

@@ -2,14 +2,14 @@ import type {} from '@fastify/swagger' // adds tags, summary and security to rou
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { AuditLog } from '../audit/audit.ts'
 import type { Clock } from '../clock.ts'
-import { RpmError, isRpmError } from '../errors.ts'
+import { RpmError } from '../errors.ts'
 import type { AccessBasis, AccessPolicy } from '../identity/access.ts'
 import type { Auth, Principal } from '../identity/auth.ts'
 import type { Store } from '../store/db.ts'
 import type { Threads } from '../threads/threads.ts'
 import { MAX_TEXT_LENGTH, type Thread, type Viewer } from '../threads/types.ts'
 import { makeGuards } from './guards.ts'
-import { errorResponses, idPattern } from './schemas.ts'
+import { bearer, errorResponses, idPattern } from './schemas.ts'
 
 export interface ThreadRouteDeps {
   threads: Threads
@@ -20,7 +20,6 @@ export interface ThreadRouteDeps {
   clock: Clock
 }
 
-const bearer = [{ bearerAuth: [] as string[] }]
 const clientIdPattern = '^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$'
 
 export const messageSchema = {
@@ -130,7 +129,7 @@ export async function visiblePatientIds(deps: { store: Store; access: AccessPoli
 export async function threadRoutes(app: FastifyInstance, deps: ThreadRouteDeps): Promise<void> {
   const { threads, access, store, clock } = deps
   const guards = makeGuards(deps)
-  const { record, signedIn, clinical } = guards
+  const { record, signedIn, clinical, audited } = guards
   guards.auditFailures(app)
   if (!app.hasRequestDecorator('principal')) app.decorateRequest('principal', null)
 
@@ -146,16 +145,6 @@ export async function threadRoutes(app: FastifyInstance, deps: ThreadRouteDeps):
     }
     const basis = await clinical(req, thread.patientId, action, { target: threadId, error: noThread(threadId) })
     return { thread, basis }
-  }
-
-  /** Runs a domain step; a refusal it raises is audited before it is answered. */
-  const audited = <T>(req: FastifyRequest, action: string, target: string, step: () => T): T => {
-    try {
-      return step()
-    } catch (err) {
-      if (isRpmError(err) && err.status < 500) record(req, action, 'denied', target, { code: err.code })
-      throw err
-    }
   }
 
   const visiblePatients = (req: FastifyRequest): Promise<string[]> => visiblePatientIds({ store, access, clock }, req.principal!)

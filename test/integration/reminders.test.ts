@@ -5,18 +5,7 @@ import { afterEach, describe, expect, it } from 'vitest'
 import { build } from '../../device-simulator/readings.ts'
 import type { GatewayEvents } from '../../src/events.ts'
 import { ReminderRecords } from '../../src/reminders/records.ts'
-import {
-  auditOf,
-  connectDevice,
-  nextMessage,
-  runProcess,
-  startGateway,
-  TestClock,
-  tempDir,
-  waitFor,
-  type TestDevice,
-  type TestGateway,
-} from '../helpers.ts'
+import { auditOf, call, connectDevice, nextMessage, runProcess, signInAs, startGateway, tempDir, TestClock, waitFor, type Caller, type TestDevice, type TestGateway } from '../helpers.ts'
 
 let gateways: TestGateway[] = []
 let clients: MqttClient[] = []
@@ -32,25 +21,7 @@ const PASSWORD = 'correct horse battery'
 /** The reminder clock ticks every second in these tests; the TestClock says what time it is. */
 const EVERY_SECOND = { 'reminders.cron': '* * * * * *' }
 
-interface Caller {
-  token: string
-  userId: string
-}
-
-async function call(t: TestGateway, who: Caller | undefined, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const headers: Record<string, string> = {}
-  if (who) headers.authorization = `Bearer ${who.token}`
-  if (body !== undefined) headers['content-type'] = 'application/json'
-  const res = await fetch(`${t.urls.http}${path}`, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) })
-  const text = await res.text()
-  return { status: res.status, body: text ? JSON.parse(text) : undefined }
-}
-
-async function signIn(t: TestGateway, username: string): Promise<Caller> {
-  const res = await call(t, undefined, 'POST', '/api/v1/auth/login', { username, password: PASSWORD })
-  expect(res.status).toBe(200)
-  return { token: res.body.accessToken, userId: res.body.user.id }
-}
+const signIn = (t: TestGateway, username: string): Promise<Caller> => signInAs(t, username, PASSWORD)
 
 interface Clinic {
   t: TestGateway

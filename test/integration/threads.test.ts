@@ -2,7 +2,7 @@ import type { MqttClient } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
 import { build } from '../../device-simulator/readings.ts'
 import type { DeviceKind } from '../../src/store/schema.ts'
-import { auditOf, connectDevice, nextMessage, provision, startGateway, waitFor, type TestDevice, type TestGateway } from '../helpers.ts'
+import { auditOf, call, connectDevice, nextMessage, provision, signInAs, startGateway, waitFor, type Caller, type TestDevice, type TestGateway } from '../helpers.ts'
 
 let t: TestGateway | undefined
 let clients: MqttClient[] = []
@@ -16,26 +16,7 @@ afterEach(async () => {
 
 const PASSWORD = 'correct horse battery'
 
-interface Caller {
-  token: string
-  userId: string
-}
-
-/** A JSON request with the caller's access token; answers the status and parsed body. */
-async function call(t: TestGateway, who: Caller | undefined, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const headers: Record<string, string> = {}
-  if (who) headers.authorization = `Bearer ${who.token}`
-  if (body !== undefined) headers['content-type'] = 'application/json'
-  const res = await fetch(`${t.urls.http}${path}`, { method, headers, ...(body !== undefined ? { body: JSON.stringify(body) } : {}) })
-  const text = await res.text()
-  return { status: res.status, body: text ? JSON.parse(text) : undefined }
-}
-
-async function signIn(t: TestGateway, username: string): Promise<Caller> {
-  const res = await call(t, undefined, 'POST', '/api/v1/auth/login', { username, password: PASSWORD })
-  expect(res.status).toBe(200)
-  return { token: res.body.accessToken, userId: res.body.user.id }
-}
+const signIn = (t: TestGateway, username: string): Promise<Caller> => signInAs(t, username, PASSWORD)
 
 /**
  * A gateway with one patient (a bp_cuff, and a signed-in patient user), a provider on the care

@@ -2,7 +2,7 @@ import type { MqttClient } from 'mqtt'
 import { afterEach, describe, expect, it } from 'vitest'
 import WebSocket from 'ws'
 import { build } from '../../device-simulator/readings.ts'
-import { api, auditOf, connectDevice, login, provision, startGateway, TestClock, waitFor, type TestGateway } from '../helpers.ts'
+import { api, auditOf, connectDevice, provision, signInAs, startGateway, TestClock, waitFor, type Caller, type TestGateway } from '../helpers.ts'
 import { closeSockets, connect, Live, open, wsUrl } from '../live.ts'
 
 let t: TestGateway | undefined
@@ -18,15 +18,7 @@ afterEach(async () => {
 
 const PASSWORD = 'correct horse battery'
 
-interface Caller {
-  token: string
-  userId: string
-}
-
-async function signIn(t: TestGateway, username: string): Promise<Caller> {
-  const s = await login(t, username, PASSWORD)
-  return { token: s.accessToken, userId: s.user.id }
-}
+const signIn = (t: TestGateway, username: string): Promise<Caller> => signInAs(t, username, PASSWORD)
 
 async function clinic(settings: Record<string, unknown> = {}, clock?: TestClock) {
   t = await startGateway(settings, undefined, clock ? { clock } : {})
