@@ -82,7 +82,8 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
   const clock = deps.clock ?? systemClock
   const log = deps.log ?? createLogger(config.log.level)
   // Rule files and the reminder clock first: a mistake stops the start before anything is opened.
-  loadRules(rulesDir(config.rules.dir))
+  const ruleFiles = rulesDir(config.rules.dir)
+  const initialRules = loadRules(ruleFiles)
   checkReminderConfig(config.reminders)
   const { material, caFile } = await tlsFor(config)
   const store = await openStore(config.dataDir)
@@ -106,7 +107,8 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
   })
   // Alerts are written after the readings' thread messages, in the same journal commit.
   const rules = new RuleEngine({
-    rules: { ...config.rules, dir: rulesDir(config.rules.dir) },
+    rules: { ...config.rules, dir: ruleFiles },
+    initial: initialRules,
     alerts: config.alerts,
     store,
     bus,

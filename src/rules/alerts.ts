@@ -171,11 +171,6 @@ export class AlertStore {
     return this.#open.size
   }
 
-  /** Patient and rule pairs with an unresolved alert (for missing-data and offline rules). */
-  openOfRule(ruleId: string): AlertTable[] {
-    return [...this.#open.values()].filter((r) => r.rule_id === ruleId)
-  }
-
   #stage(row: AlertTable): void {
     this.#staged.set(key(row.patient_id, row.rule_id), row.status === 'resolved' ? null : row)
   }

@@ -18,6 +18,8 @@ import { KINDS_MEASURING, type DeltaRule, type Rule, type RuleOverride, type Thr
 
 export interface RuleEngineDeps {
   rules: GatewayConfig['rules'] & { dir: string }
+  /** The rule files as loaded at start (loadRules), checked before anything else opened. */
+  initial: RuleSet
   alerts: GatewayConfig['alerts']
   store: Store
   bus: EventBus
@@ -94,7 +96,7 @@ export class RuleEngine {
   readonly #listeners: Array<[keyof GatewayEvents, (...args: never[]) => void]> = []
 
   constructor(private readonly deps: RuleEngineDeps) {
-    this.#set = loadRules(deps.rules.dir)
+    this.#set = deps.initial
     this.#loadedAt = new Date(deps.clock.now()).toISOString()
     this.#startedAt = deps.clock.now()
     this.alerts = new AlertStore(deps.store, deps.clock, deps.alerts, deps.post)
@@ -466,6 +468,11 @@ export class RuleEngine {
     this.checkOffline()
   }
 
+  /** Patients with an unresolved alert of this kind of rule (so a check can also end it). */
+  #patientsWithOpen(kind: 'missing' | 'offline'): string[] {
+    return this.alerts.unresolved().filter((a) => a.rule_kind === kind).map((a) => a.patient_id)
+  }
+
   #settled(): boolean {
     return this.deps.clock.now() - this.#startedAt >= SETTLE_MS
   }
@@ -517,9 +524,8 @@ export class RuleEngine {
         }
       }
     }
-    const withOpen = new Set(this.#set.rules.size ? [...this.#set.rules.values()].filter((l) => l.rule.kind === 'missing').flatMap((l) => this.alerts.openOfRule(l.rule.id).map((a) => a.patient_id)) : [])
     this.alerts.run(() => {
-      for (const patientId of new Set([...patients.keys(), ...withOpen])) consider(patientId)
+      for (const patientId of new Set([...patients.keys(), ...this.#patientsWithOpen('missing')])) consider(patientId)
     })
     announceEffects(this.deps.bus, effects)
   }
@@ -544,8 +550,7 @@ export class RuleEngine {
     if (onePatient !== undefined) {
       patientIds = new Set([onePatient])
     } else {
-      const offlineRules = [...this.#set.rules.values()].filter((l) => l.rule.kind === 'offline')
-      patientIds = new Set([...byPatient.keys(), ...offlineRules.flatMap((l) => this.alerts.openOfRule(l.rule.id).map((a) => a.patient_id))])
+      patientIds = new Set([...byPatient.keys(), ...this.#patientsWithOpen('offline')])
     }
     const effects: AlertEffect[] = []
     this.alerts.run(() => {
