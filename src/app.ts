@@ -8,12 +8,15 @@ import type { GatewayConfig } from './config/load.ts'
 import { RpmError } from './errors.ts'
 import { EventBus } from './events.ts'
 import { buildHttpServer } from './http/server.ts'
+import { createLiveState } from './http/ws.ts'
 import { AccessPolicy } from './identity/access.ts'
 import { Auth, loadTokenKey } from './identity/auth.ts'
 import { Users } from './identity/users.ts'
 import { Ingest } from './ingest/ingest.ts'
 import { createLogger } from './log.ts'
 import { createMetrics, type Metrics } from './metrics.ts'
+import { Notifier } from './notify/notifier.ts'
+import type { FcmTransport } from './notify/fcm.ts'
 import { Registry } from './registry/registry.ts'
 import { Reminders, checkReminderConfig } from './reminders/reminders.ts'
 import { startCheckpointer } from './store/checkpointer.ts'
@@ -27,6 +30,8 @@ import { TimeSeriesWriter } from './timeseries/writer.ts'
 export interface GatewayDeps {
   clock?: Clock
   log?: Logger
+  /** FCM through a credential and HTTP agent given in code (an egress path, a test double) instead of notify.fcm.serviceAccountFile. */
+  fcm?: FcmTransport
 }
 
 export interface GatewayUrls {
@@ -53,6 +58,7 @@ export interface Gateway {
   readonly http: FastifyInstance
   readonly reminders: Reminders
   readonly timeseries: TimeSeriesWriter
+  readonly notifier: Notifier
   start(): Promise<GatewayUrls>
   stop(): Promise<void>
   urls(): GatewayUrls
@@ -142,6 +148,21 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     },
   })
   const timeseries = new TimeSeriesWriter({ config: config.influx, store, bus, clock, log: log.child({ module: 'timeseries' }), metrics })
+  const live = createLiveState(clock, config.websocket)
+  const readSeq = store.sqlite.prepare('SELECT read_seq FROM thread_receipts WHERE thread_id = ? AND user_id = ?')
+  const notifier = new Notifier({
+    config: config.notify,
+    dataDir: config.dataDir,
+    store,
+    bus,
+    clock,
+    log: log.child({ module: 'notify' }),
+    metrics,
+    ...(deps.fcm ? { fcm: deps.fcm } : {}),
+    presence: (userId) => live.presence(userId).status,
+    messageRead: (userId, threadId, seq) => ((readSeq.get(threadId, userId) as { read_seq: number } | undefined)?.read_seq ?? 0) >= seq,
+    alertOpen: (alertId) => rules.alerts.get(alertId)?.status === 'open',
+  })
   let started = false
   const http = await buildHttpServer({
     config: config.http,
@@ -154,7 +175,8 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     threads: { threads, store, auth, access, audit, clock },
     alerts: { rules, store, bus, auth, access, audit, clock },
     reminders: { reminders, auth, access, audit },
-    live: { config: config.websocket, threads, store, auth, access, audit, clock, bus, metrics, log: log.child({ module: 'ws' }) },
+    live: { config: config.websocket, threads, store, auth, access, audit, clock, bus, metrics, log: log.child({ module: 'ws' }), live },
+    notify: { notifier, auth, access, audit, publicUrl: config.notify.sms.publicUrl },
     readiness: {
       database: () => store.sqlite.open,
       journal: () => ingest.healthy,
@@ -164,6 +186,8 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
         const state = timeseries.status().state
         return state === 'up' ? true : state
       },
+      // A push service or Twilio being down never makes the gateway unready: notifications wait in the outbox.
+      notifications: () => (Object.values(notifier.channels()).includes('failing') ? 'degraded' : true),
     },
   })
   let httpPort = 0
@@ -197,6 +221,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     http,
     reminders,
     timeseries,
+    notifier,
     urls,
     async start() {
       await broker.listen()
@@ -211,6 +236,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
       reminders.start() // catches up what came due while the gateway was down, then follows reminders.cron
       rules.start()
       timeseries.start()
+      notifier.start()
       started = true
       return urls()
     },
@@ -222,6 +248,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
       await broker.close()
       ingest.close()
       await timeseries.stop()
+      await notifier.stop()
       stopThreadBridge()
       rules.stop()
       await http.close()

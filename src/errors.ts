@@ -25,6 +25,10 @@ export const ERRORS = {
   RPM_ERR_ACCOUNT_LOCKED: { status: 423, summary: 'Too many failed sign-ins: the account is locked for a while' },
   RPM_ERR_SESSION_ENDED: { status: 401, summary: 'The session has ended: sign in again' },
   RPM_ERR_FORBIDDEN: { status: 403, summary: 'Your role may not do this' },
+  // A callback that says it comes from a provider (Twilio) but is not signed with its key.
+  RPM_ERR_WEBHOOK_SIGNATURE: { status: 403, summary: 'The webhook signature is missing or does not match' },
+  // The channel is not configured on this gateway (no credentials for it).
+  RPM_ERR_CHANNEL_OFF: { status: 409, summary: 'This notification channel is not configured' },
 
   // Refusals at MQTT CONNECT ([MQTT-3.2.2-3] return codes).
   RPM_ERR_DEVICE_AUTH: { status: 401, summary: 'Bad device credentials', connack: 4 },

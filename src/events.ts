@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events'
 import type { AcceptedReading } from './ingest/types.ts'
 import type { Message } from './threads/types.ts'
 import type { Alert, AlertChange } from './rules/types.ts'
+import type { AlertSounding } from './rules/alerts.ts'
 
 /**
  * Given with an event emitted inside the emitter's transaction: a listener queues here what is
@@ -34,6 +35,13 @@ export interface GatewayEvents {
   'receipt.updated': [event: { patientId: string; threadId: string; userId: string; readSeq: number; deliveredSeq: number }]
   /** A new alert (or one reopened): the care team is to be told at once. Announced after its commit. */
   'alert.raised': [event: { alert: Alert }]
+  /**
+   * People are to be told of an alert now: it was raised, got worse, or reached an escalation
+   * step (`recipients` are user ids, `step` is unique per sounding). Emitted inside the
+   * transaction that recorded it, so what a listener writes (the notification outbox) commits
+   * with the alert or not at all. A listener must not throw: that would roll the alert back.
+   */
+  'alert.sounded': [event: AlertSounding]
   /** Any change to an alert, the raise included; `alert` is its new state. */
   'alert.updated': [event: { alert: Alert; change: AlertChange }]
   /**

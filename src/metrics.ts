@@ -83,6 +83,34 @@ export function createMetrics() {
       registers: [registry],
     }),
     rulesRefused: new Gauge({ name: 'rpm_rules_change_refused', help: '1 while the rule files on disk hold a refused change (the previous rules are in force)', registers: [registry] }),
+    notificationsSent: new Counter({ name: 'rpm_notifications_sent_total', help: 'Notifications the push service or Twilio accepted, by channel', labelNames: ['channel'] as const, registers: [registry] }),
+    notificationsRetried: new Counter({
+      name: 'rpm_notifications_retried_total',
+      help: 'Sends that failed for now and will be tried again, by channel and reason',
+      labelNames: ['channel', 'reason'] as const,
+      registers: [registry],
+    }),
+    notificationsFailed: new Counter({
+      name: 'rpm_notifications_failed_total',
+      help: 'Notifications given up: refused for good, or still failing after notify.maxAttempts, by channel and reason',
+      labelNames: ['channel', 'reason'] as const,
+      registers: [registry],
+    }),
+    notificationsDropped: new Counter({
+      name: 'rpm_notifications_dropped_total',
+      help: 'Notifications not sent because there was no longer cause (read, acknowledged, endpoint gone, opted out, expired, preference), by channel and reason',
+      labelNames: ['channel', 'reason'] as const,
+      registers: [registry],
+    }),
+    notificationsPending: new Gauge({ name: 'rpm_notifications_pending', help: 'Notifications waiting to be sent (retries and quiet hours included), by channel', labelNames: ['channel'] as const, registers: [registry] }),
+    notificationSendSeconds: new Histogram({
+      name: 'rpm_notification_send_seconds',
+      help: 'Time for one send to be answered by the push service or Twilio',
+      labelNames: ['channel'] as const,
+      buckets: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    }),
+    smsDeliveryStatus: new Counter({ name: 'rpm_sms_delivery_status_total', help: 'SMS delivery status callbacks from Twilio, by status', labelNames: ['status'] as const, registers: [registry] }),
   }
 }
 

@@ -9,6 +9,7 @@ import { issueCertificate, pkiFiles } from '../src/broker/pki.ts'
 import type { Clock } from '../src/clock.ts'
 import { loadConfig } from '../src/config/load.ts'
 import type { DeviceKind } from '../src/store/schema.ts'
+import type { FcmTransport } from '../src/notify/fcm.ts'
 
 export function tempDir(prefix = 'rpm-test-'): string {
   return mkdtempSync(path.join(os.tmpdir(), prefix))
@@ -41,9 +42,10 @@ export class TestClock implements Clock {
 
 /**
  * A real gateway on free ports in a temp data directory. `settings` are config key paths,
- * e.g. { 'mqtt.maxPacketBytes': 4096 }; `options.clock` replaces the system clock.
+ * e.g. { 'mqtt.maxPacketBytes': 4096 }; `options.clock` replaces the system clock; `options.fcm`
+ * sends FCM through a test double.
  */
-export async function startGateway(settings: Record<string, unknown> = {}, dataDir = tempDir(), options: { clock?: Clock } = {}): Promise<TestGateway> {
+export async function startGateway(settings: Record<string, unknown> = {}, dataDir = tempDir(), options: { clock?: Clock; fcm?: FcmTransport } = {}): Promise<TestGateway> {
   const config = loadConfig({
     env: {},
     overrides: {
@@ -55,7 +57,7 @@ export async function startGateway(settings: Record<string, unknown> = {}, dataD
       ...settings,
     } as unknown as Record<string, never>,
   })
-  const gateway = await buildGateway(config, options.clock ? { clock: options.clock } : {})
+  const gateway = await buildGateway(config, { ...(options.clock ? { clock: options.clock } : {}), ...(options.fcm ? { fcm: options.fcm } : {}) })
   const urls = await gateway.start()
   let stopped = false
   return {

@@ -101,7 +101,7 @@ export function buildProgram(): Command {
       for (const name of unknownEnvNames()) process.stderr.write(`warning: ${name} names no configuration key; ignored\n`)
       const urls = await gateway.start()
       if (out.json) process.stdout.write(JSON.stringify(urls) + '\n')
-      else process.stdout.write(banner(urls, gateway.rules.status(), gateway.config.influx) + '\n')
+      else process.stdout.write(banner(urls, gateway.rules.status(), gateway.config.influx, gateway.notifier.channels()) + '\n')
       await new Promise<void>((resolve) => {
         let stopping = false
         const stop = (signal: string) => {
@@ -579,6 +579,40 @@ export function buildProgram(): Command {
       out.print(`${s.target}: ${s.backlog.toLocaleString('en-US')} readings not yet written${s.oldestPendingAt ? ` (oldest received ${s.oldestPendingAt})` : ''}; ${s.refused} refused as invalid`, s)
     })
 
+  // --- notifications ------------------------------------------------------------------------
+
+  const notify = program.command('notify').description('push and SMS notifications')
+  notify
+    .command('status')
+    .description('the notification outbox by channel and status (from the database; the gateway need not run)')
+    .action(async (_o: unknown, cmd: Command) => {
+      const opts = g(cmd)
+      const out = output(opts)
+      const cfg = config(opts)
+      const s = await withStore(opts, async (store) => {
+        const rows = store.sqlite.prepare('SELECT channel, status, COUNT(*) AS n FROM notifications GROUP BY channel, status ORDER BY channel, status').all() as Array<{ channel: string; status: string; n: number }>
+        const failed = store.sqlite.prepare("SELECT id, channel, kind, reason, updated_at AS at FROM notifications WHERE status = 'failed' ORDER BY id DESC LIMIT 10").all() as Array<{ id: string; channel: string; kind: string; reason: string | null; at: string }>
+        const byChannel: Record<string, Record<string, number>> = {}
+        for (const r of rows) (byChannel[r.channel] ??= {})[r.status] = r.n
+        return {
+          channels: {
+            webpush: 'on',
+            fcm: cfg.notify.fcm.serviceAccountFile ? 'on' : 'off',
+            sms: cfg.notify.sms.accountSid && cfg.notify.sms.authToken && cfg.notify.sms.from ? 'on' : 'off',
+          },
+          counts: byChannel,
+          recentFailures: failed,
+        }
+      })
+      const lines = Object.entries(s.channels).map(([c, on]) => {
+        const counts = s.counts[c] ?? {}
+        const parts = ['pending', 'sending', 'sent', 'failed', 'dropped'].map((k) => `${counts[k] ?? 0} ${k}`).join(', ')
+        return `${c.padEnd(8)} ${on.padEnd(4)} ${parts}`
+      })
+      for (const f of s.recentFailures) lines.push(`failed: ${f.id} ${f.channel} ${f.kind} (${f.reason ?? 'unknown'}) at ${f.at}`)
+      out.print(lines.join('\n'), s)
+    })
+
   const audit = program.command('audit').description('the audit trail')
   audit
     .command('verify')
@@ -593,7 +627,7 @@ export function buildProgram(): Command {
   return program
 }
 
-function banner(u: GatewayUrls, rules: { dir: string; count: number; files: string[] }, influx: GatewayConfig['influx']): string {
+function banner(u: GatewayUrls, rules: { dir: string; count: number; files: string[] }, influx: GatewayConfig['influx'], channels: Record<'webpush' | 'fcm' | 'sms', string>): string {
   const rel = (p: string) => path.relative(process.cwd(), p) || p
   // No flag when the CLI finds the same directory by itself (the default, or RPM_DATA_DIR).
   const found = path.resolve(process.env.RPM_DATA_DIR ?? 'data')
@@ -611,6 +645,7 @@ function banner(u: GatewayUrls, rules: { dir: string; count: number; files: stri
     `  WebSocket       ${u.http.replace(/^http/, 'ws')}/api/v1/ws    (docs/websocket.md)`,
     `  Clinical rules  ${rules.count} rules in ${rules.files.length} files from ${rules.dir}    (docs/rules.md; edits apply without a restart)`,
     `  Time series     ${isConfigured(influx) ? `InfluxDB ${influx.url} (org ${influx.org}, bucket ${influx.bucket})` : 'off: no InfluxDB configured (RPM_INFLUX_URL); readings stay in the journal'}    (docs/timeseries.md)`,
+    `  Notifications   Web Push on; FCM ${channels.fcm === 'off' ? 'off (notify.fcm.serviceAccountFile)' : 'on'}; SMS ${channels.sms === 'off' ? 'off (notify.sms.*: Twilio)' : 'on'}    (docs/notifications.md)`,
     '',
     'Provision a device:',
     `  npx rpm-gateway${dataFlag} patient add --name "Jane Doe"`,

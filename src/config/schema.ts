@@ -121,6 +121,46 @@ export interface GatewayConfig {
     /** A confirmation this long before a dose is due counts for that dose. */
     earlyMinutes: number
   }
+  /** Push (Web Push, FCM) and SMS (Twilio). Notifications carry no patient data. */
+  notify: {
+    /** Extra CA certificates (a PEM file) trusted for push services and Twilio: a TLS-inspecting egress proxy, a local test double. */
+    caFile: string
+    /** How often due notifications are looked for (a new one is sent at once). */
+    tickMs: number
+    /** A new message waits this long for a connected recipient to read it before it is pushed. */
+    messageDelaySeconds: number
+    /** Sends tried before a notification is given up and reported. */
+    maxAttempts: number
+    /** The first retry waits this long, each further one twice as long, up to maxRetryDelayMs. */
+    retryDelayMs: number
+    maxRetryDelayMs: number
+    /** A send that takes longer counts as a temporary failure. */
+    timeoutMs: number
+    /** Where the console is, for the link in an SMS (no patient data in it). Empty: no link. */
+    consoleUrl: string
+    webpush: {
+      /** The VAPID subject push services may contact: a mailto: or https: URL. */
+      subject: string
+      /** Hosts a browser subscription may point at (a leading dot matches subdomains): the known push services. */
+      allowedHosts: string[]
+    }
+    fcm: {
+      /** A Firebase service-account JSON file; empty: FCM off. */
+      serviceAccountFile: string
+    }
+    sms: {
+      /** Twilio credentials and sender (a number in E.164 or a Messaging Service SID MG...); all three set: SMS on. */
+      accountSid: string
+      authToken: string
+      from: string
+      /** The gateway's public https URL as Twilio reaches it, for delivery-status and STOP callbacks. Empty: no callbacks. */
+      publicUrl: string
+      /** Another API origin for Twilio (a regional edge, an egress proxy, a local test double). */
+      apiBaseUrl: string
+      /** A send left without its outcome by a crash waits this long for Twilio's status callback before it is sent again. */
+      inDoubtWaitSeconds: number
+    }
+  }
 }
 
 const str = { type: 'string' } as const
@@ -129,7 +169,7 @@ const str = { type: 'string' } as const
 export const configSchema = {
   type: 'object',
   additionalProperties: false,
-  required: ['dataDir', 'log', 'http', 'mqtt', 'auth', 'ingest', 'threads', 'websocket', 'rules', 'alerts', 'influx', 'reminders'],
+  required: ['dataDir', 'log', 'http', 'mqtt', 'auth', 'ingest', 'threads', 'websocket', 'rules', 'alerts', 'influx', 'reminders', 'notify'],
   properties: {
     dataDir: { type: 'string', minLength: 1, default: './data' },
     log: {
@@ -351,6 +391,60 @@ export const configSchema = {
         cron: { ...str, minLength: 9, default: '* * * * *' },
         graceMinutes: { type: 'integer', minimum: 1, maximum: 1440, default: 60 },
         earlyMinutes: { type: 'integer', minimum: 0, maximum: 720, default: 60 },
+      },
+    },
+    notify: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['caFile', 'tickMs', 'messageDelaySeconds', 'maxAttempts', 'retryDelayMs', 'maxRetryDelayMs', 'timeoutMs', 'consoleUrl', 'webpush', 'fcm', 'sms'],
+      default: {},
+      properties: {
+        caFile: { ...str, default: '' },
+        tickMs: { type: 'integer', minimum: 10, maximum: 60000, default: 1000 },
+        messageDelaySeconds: { type: 'integer', minimum: 0, maximum: 3600, default: 60 },
+        maxAttempts: { type: 'integer', minimum: 1, maximum: 100, default: 8 },
+        retryDelayMs: { type: 'integer', minimum: 10, maximum: 600000, default: 2000 },
+        maxRetryDelayMs: { type: 'integer', minimum: 10, maximum: 3600000, default: 300000 },
+        timeoutMs: { type: 'integer', minimum: 100, maximum: 300000, default: 15000 },
+        consoleUrl: { ...str, default: '', pattern: '^(https?://.+)?$' },
+        webpush: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['subject', 'allowedHosts'],
+          default: {},
+          properties: {
+            subject: { ...str, default: 'mailto:admin@example.org', pattern: '^(mailto:.+@.+|https://.+)$' },
+            allowedHosts: {
+              type: 'array',
+              items: { ...str, minLength: 1 },
+              // Chrome/Edge (FCM), Firefox (Mozilla autopush), Windows (WNS), Safari (Apple).
+              default: ['fcm.googleapis.com', '.push.services.mozilla.com', '.notify.windows.com', '.push.apple.com'],
+            },
+          },
+        },
+        fcm: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['serviceAccountFile'],
+          default: {},
+          properties: {
+            serviceAccountFile: { ...str, default: '' },
+          },
+        },
+        sms: {
+          type: 'object',
+          additionalProperties: false,
+          required: ['accountSid', 'authToken', 'from', 'publicUrl', 'apiBaseUrl', 'inDoubtWaitSeconds'],
+          default: {},
+          properties: {
+            accountSid: { ...str, default: '', pattern: '^(AC[0-9a-fA-F]{32})?$' },
+            authToken: { ...str, default: '' },
+            from: { ...str, default: '', pattern: '^(\\+[1-9][0-9]{6,14}|MG[0-9a-fA-F]{32})?$' },
+            publicUrl: { ...str, default: '', pattern: '^(https?://[^?#]+)?$' },
+            apiBaseUrl: { ...str, default: '', pattern: '^(https?://[^/?#]+)?$' },
+            inDoubtWaitSeconds: { type: 'integer', minimum: 0, maximum: 3600, default: 120 },
+          },
+        },
       },
     },
   },

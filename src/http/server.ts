@@ -10,6 +10,7 @@ import type { Metrics } from '../metrics.ts'
 import type { DeviceBroker } from '../broker/broker.ts'
 import type { TlsMaterial } from '../broker/pki.ts'
 import { type AlertRouteDeps, alertRoutes } from './alerts-routes.ts'
+import { type NotifyRouteDeps, notifyRoutes } from './notify-routes.ts'
 import { type ApiDeps, apiRoutes } from './api.ts'
 import { buildRequestValidator } from './validation.ts'
 import { type ThreadRouteDeps, threadRoutes } from './threads-routes.ts'
@@ -27,6 +28,7 @@ export interface HttpDeps {
   threads: ThreadRouteDeps
   reminders: ReminderRouteDeps
   alerts: AlertRouteDeps
+  notify: NotifyRouteDeps
   /** The live WebSocket at /api/v1/ws. */
   live: WebSocketDeps
   /** Checks behind /readyz: true (up), false (down: not ready) or 'degraded' (working, but behind; still ready); 'off' is left out. */
@@ -110,6 +112,7 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
   await app.register(async (api) => threadRoutes(api, deps.threads))
   await app.register(async (api) => reminderRoutes(api, deps.reminders))
   await app.register(async (api) => alertRoutes(api, deps.alerts))
+  await app.register(async (api) => notifyRoutes(api, deps.notify))
   liveSocketRoutes(app, deps.live)
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }))

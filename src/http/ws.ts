@@ -43,6 +43,11 @@ const CLOSE = {
 
 const TYPING_THROTTLE_MS = 2000
 const TYPING_TTL_MS = 5000
+
+/** The presence and typing state of the live socket, made by the gateway so others can read presence. */
+export function createLiveState(clock: Clock, config: GatewayConfig['websocket']): LiveState {
+  return new LiveState(clock, { awayAfterMs: config.awaySeconds * 1000, typingThrottleMs: TYPING_THROTTLE_MS, typingTtlMs: TYPING_TTL_MS })
+}
 /** Work waiting on one socket (client events and pushes) before it counts as a slow consumer. */
 const MAX_PENDING_TASKS = 10_000
 /** A closing socket that does not finish the close handshake (a stalled reader) is cut off. */
@@ -59,6 +64,8 @@ export interface WebSocketDeps {
   bus: EventBus
   metrics: Metrics
   log: Logger
+  /** Presence and typing; shared with whoever asks whether a user is connected (notifications). */
+  live: LiveState
 }
 
 interface Subscription {
@@ -161,8 +168,7 @@ export function selectLiveProtocol(protocols: Set<string>): string | false {
  * the patient again. Logs carry ids only.
  */
 export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): void {
-  const { config, threads, store, auth, access, audit, clock, bus, metrics, log } = deps
-  const live = new LiveState(clock, { awayAfterMs: config.awaySeconds * 1000, typingThrottleMs: TYPING_THROTTLE_MS, typingTtlMs: TYPING_TTL_MS })
+  const { config, threads, store, auth, access, audit, clock, bus, metrics, log, live } = deps
   const ajv = new Ajv({ allErrors: false, strict: true })
   const validators = Object.fromEntries(Object.entries(clientSchemas).map(([type, schema]) => [type, ajv.compile(schema)])) as Record<ClientType, ValidateFunction>
 

@@ -25,6 +25,16 @@ export interface AlertEffect {
   escalation?: { tier: number; tierName: TierName; reminder: number; recipients: string[]; added: string[] }
 }
 
+/** An alert people are to be told of now; see the bus event `alert.sounded`. */
+export interface AlertSounding {
+  alert: Alert
+  change: 'raised' | 'severity_raised' | 'escalated'
+  /** Unique per sounding of this alert. */
+  step: string
+  recipients: string[]
+  escalation?: AlertEffect['escalation']
+}
+
 /** What a rule concluded about one patient, for `raise`. */
 export interface RaiseInput {
   patientId: string
@@ -101,6 +111,8 @@ export class AlertStore {
     private readonly clock: Clock,
     private readonly config: GatewayConfig['alerts'],
     private readonly post: PostAlertMessage,
+    /** Told inside the transaction of every raise, worse severity and escalation step (the notification outbox). */
+    private readonly sound: (e: AlertSounding) => void = () => {},
   ) {
     const p = (sql: string) => store.sqlite.prepare(sql)
     this.#q = {
@@ -276,7 +288,7 @@ export class AlertStore {
       this.#event(row.id, 'severity_raised', 'system', { from: existing.severity, to: input.severity, readingId: input.readingId ?? null, reopened: existing.status === 'acknowledged' })
       if (snoozeHolds) this.#event(row.id, 'suppressed', 'system', { reason: 'snoozed', what: 'notification', until: existing.snoozed_until })
       const announce = this.#message(row, 'severity_raised', `${label(input.severity)}: ${input.rule.title} — ${what}`, { previousSeverity: existing.severity })
-      return [{ alert: toAlert(row), change: 'severity_raised', notify: !snoozeHolds, announce }]
+      return [this.#sounded(row, { alert: toAlert(row), change: 'severity_raised', notify: !snoozeHolds, announce })]
     }
 
     const last = this.#q.lastResolved!.get(input.patientId, input.rule.id) as AlertTable | undefined
@@ -331,7 +343,7 @@ export class AlertStore {
     this.#event(row.id, 'raised', 'system', { severity: input.severity, readingId: input.readingId ?? null })
     if (carried) this.#event(row.id, 'suppressed', 'system', { reason: 'snoozed', what: 'notification', until: carried.snoozed_until, snoozedOn: carried.id })
     const announce = this.#message(row, 'raised', `${label(input.severity)}: ${input.rule.title} — ${what}`)
-    return [{ alert: toAlert(row), change: 'raised', notify: !carried, announce }]
+    return [this.#sounded(row, { alert: toAlert(row), change: 'raised', notify: !carried, announce })]
   }
 
   /** Replaces what an unresolved alert shows as matched (inside the caller's transaction), without a message. */
@@ -453,6 +465,21 @@ export class AlertStore {
 
   // --- escalation --------------------------------------------------------------------------------
 
+  /** Tells `sound` (inside this transaction) of a raise, a worse severity or an escalation step. */
+  #sounded(row: AlertTable, e: AlertEffect): AlertEffect {
+    if (e.notify || e.escalation) {
+      const step = e.escalation ? `escalated:${row.tier}.${row.reminders}:${row.updated_at}` : `${e.change}:${row.severity}:${row.updated_at}`
+      this.sound({
+        alert: e.alert,
+        change: e.change as AlertSounding['change'],
+        step,
+        recipients: e.escalation?.recipients ?? this.#recipientsOf(row),
+        ...(e.escalation ? { escalation: e.escalation } : {}),
+      })
+    }
+    return e
+  }
+
   #recipientsOf(row: AlertTable): string[] {
     const care = (this.#q.careTeam!.all(row.patient_id) as Array<{ user_id: string }>).map((r) => r.user_id)
     const added = (this.#q.recipients!.all(row.id) as Array<{ user_id: string }>).map((r) => r.user_id)
@@ -499,12 +526,12 @@ export class AlertStore {
       row.next_escalation_at = this.nextEscalation(row)
       this.#write(row, existing.updated_at)
       this.#event(row.id, 'reminded', 'system', { tier: row.tier, reminder: row.reminders, after: 'snooze' })
-      return {
+      return this.#sounded(row, {
         alert: toAlert(row),
         change: 'escalated',
         notify: false,
         escalation: { tier: row.tier, tierName: TIER_NAMES[row.tier]!, reminder: row.reminders, recipients: this.#recipientsOf(row), added: [] },
-      }
+      })
     }
     const lateMs = Math.max(0, now - ms(existing.next_escalation_at!))
     const tiers = [...this.config.escalation[existing.severity].tierMinutes].sort((a, b) => a - b)
@@ -545,12 +572,12 @@ export class AlertStore {
     const late = lateMs > Math.max(5 * this.config.tickMs, 5000) ? { lateMs } : {}
     if (tier > existing.tier) this.#event(row.id, 'escalated', 'system', { fromTier: existing.tier, toTier: tier, tierName: TIER_NAMES[tier], added, ...late })
     else this.#event(row.id, 'reminded', 'system', { tier, reminder: row.reminders, ...late })
-    return {
+    return this.#sounded(row, {
       alert: toAlert(row),
       change: 'escalated',
       notify: false,
       escalation: { tier, tierName: TIER_NAMES[tier]!, reminder: row.reminders, recipients: this.#recipientsOf(row), added },
-    }
+    })
   }
 }
 

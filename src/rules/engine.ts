@@ -99,7 +99,7 @@ export class RuleEngine {
     this.#set = deps.initial
     this.#loadedAt = new Date(deps.clock.now()).toISOString()
     this.#startedAt = deps.clock.now()
-    this.alerts = new AlertStore(deps.store, deps.clock, deps.alerts, deps.post)
+    this.alerts = new AlertStore(deps.store, deps.clock, deps.alerts, deps.post, (e) => deps.bus.emit('alert.sounded', e))
     const p = (sql: string) => deps.store.sqlite.prepare(sql)
     this.#q = {
       recent: p('SELECT id, measured_at, values_json FROM readings WHERE patient_id = ? AND type = ? ORDER BY measured_at DESC LIMIT ?'),

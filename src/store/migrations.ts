@@ -423,6 +423,92 @@ migrations['0006-timeseries'] = {
   },
 }
 
+migrations['0007-notify'] = {
+  async up(db: Kysely<any>) {
+    // Where a user is reached by push: a browser's Web Push subscription or an app's FCM token.
+    await db.schema
+      .createTable('push_targets')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('user_id', 'text', (c) => c.notNull().references('users.id'))
+      .addColumn('channel', 'text', (c) => c.notNull().check(sql`channel IN ('webpush', 'fcm')`))
+      // The Web Push endpoint URL or the FCM registration token.
+      .addColumn('address', 'text', (c) => c.notNull())
+      .addColumn('p256dh', 'text')
+      .addColumn('auth', 'text')
+      .addColumn('platform', 'text', (c) => c.notNull())
+      .addColumn('label', 'text')
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('last_success_at', 'text')
+      .addUniqueConstraint('push_targets_address', ['channel', 'address'])
+      .execute()
+    await db.schema.createIndex('push_targets_user').on('push_targets').columns(['user_id']).execute()
+
+    // A user's mobile number for SMS with the consent that allows texting it: when and how it was
+    // given, and when and how it was withdrawn (STOP, Twilio error 21610, the user, an operator).
+    await db.schema
+      .createTable('sms_contacts')
+      .addColumn('user_id', 'text', (c) => c.primaryKey().references('users.id'))
+      .addColumn('phone', 'text', (c) => c.notNull())
+      .addColumn('consented_at', 'text')
+      .addColumn('consent_source', 'text')
+      .addColumn('opted_out_at', 'text')
+      .addColumn('opt_out_source', 'text')
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .execute()
+    await db.schema.createIndex('sms_contacts_phone').on('sms_contacts').columns(['phone']).execute()
+
+    await db.schema
+      .createTable('notification_prefs')
+      .addColumn('user_id', 'text', (c) => c.primaryKey().references('users.id'))
+      .addColumn('webpush', 'integer', (c) => c.notNull().defaultTo(1))
+      .addColumn('fcm', 'integer', (c) => c.notNull().defaultTo(1))
+      .addColumn('sms', 'integer', (c) => c.notNull().defaultTo(1))
+      .addColumn('messages', 'integer', (c) => c.notNull().defaultTo(1))
+      .addColumn('quiet_start', 'text')
+      .addColumn('quiet_end', 'text')
+      .addColumn('timezone', 'text')
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .execute()
+
+    // The outbox: every notification is a row before it is sent. Only ids are stored; the words
+    // are chosen at send time from the kind and carry no patient data.
+    await db.schema
+      .createTable('notifications')
+      .addColumn('id', 'text', (c) => c.primaryKey())
+      .addColumn('user_id', 'text', (c) => c.notNull())
+      .addColumn('channel', 'text', (c) => c.notNull().check(sql`channel IN ('webpush', 'fcm', 'sms')`))
+      .addColumn('target_id', 'text')
+      .addColumn('kind', 'text', (c) => c.notNull())
+      .addColumn('ref_id', 'text')
+      .addColumn('ref_seq', 'integer')
+      .addColumn('severity', 'text')
+      .addColumn('urgent', 'integer', (c) => c.notNull())
+      .addColumn('collapse_key', 'text', (c) => c.notNull())
+      .addColumn('dedupe_key', 'text', (c) => c.notNull().unique())
+      .addColumn('status', 'text', (c) => c.notNull().check(sql`status IN ('pending', 'sending', 'sent', 'failed', 'dropped')`))
+      .addColumn('attempts', 'integer', (c) => c.notNull().defaultTo(0))
+      // 1 when a crash left a send without its outcome: it is sent again (once).
+      .addColumn('in_doubt', 'integer', (c) => c.notNull().defaultTo(0))
+      .addColumn('not_before', 'integer', (c) => c.notNull())
+      .addColumn('expires_at', 'integer', (c) => c.notNull())
+      .addColumn('created_at', 'text', (c) => c.notNull())
+      .addColumn('updated_at', 'text', (c) => c.notNull())
+      .addColumn('sent_at', 'text')
+      .addColumn('reason', 'text')
+      .addColumn('provider_ref', 'text')
+      .addColumn('delivery_status', 'text')
+      .execute()
+    await db.schema
+      .createIndex('notifications_due')
+      .on('notifications')
+      .columns(['channel', 'status', 'not_before'])
+      .where(sql.ref('status'), 'in', ['pending', 'sending'])
+      .execute()
+    await db.schema.createIndex('notifications_ref').on('notifications').columns(['ref_id', 'status']).execute()
+    await db.schema.createIndex('notifications_provider_ref').on('notifications').columns(['provider_ref']).execute()
+  },
+}
+
 export const migrationProvider: MigrationProvider = {
   async getMigrations() {
     return migrations

@@ -308,6 +308,73 @@ export interface TimeseriesRejectedTable {
   rejected_at: string
 }
 
+export type NotifyChannel = 'webpush' | 'fcm' | 'sms'
+export type NotificationStatus = 'pending' | 'sending' | 'sent' | 'failed' | 'dropped'
+
+export interface PushTargetTable {
+  id: string
+  user_id: string
+  channel: 'webpush' | 'fcm'
+  /** The Web Push endpoint URL or the FCM registration token. */
+  address: string
+  p256dh: string | null
+  auth: string | null
+  platform: 'web' | 'android' | 'ios'
+  label: string | null
+  created_at: string
+  last_success_at: string | null
+}
+
+export interface SmsContactTable {
+  user_id: string
+  /** E.164. */
+  phone: string
+  consented_at: string | null
+  consent_source: string | null
+  opted_out_at: string | null
+  opt_out_source: string | null
+  updated_at: string
+}
+
+export interface NotificationPrefsTable {
+  user_id: string
+  webpush: number
+  fcm: number
+  sms: number
+  messages: number
+  /** HH:MM in `timezone`; both null when there are no quiet hours. */
+  quiet_start: string | null
+  quiet_end: string | null
+  timezone: string | null
+  updated_at: string
+}
+
+export interface NotificationTable {
+  id: string
+  user_id: string
+  channel: NotifyChannel
+  target_id: string | null
+  kind: 'message' | 'alert' | 'reminder' | 'test'
+  ref_id: string | null
+  ref_seq: number | null
+  severity: string | null
+  urgent: number
+  collapse_key: string
+  dedupe_key: string
+  status: NotificationStatus
+  attempts: number
+  in_doubt: number
+  /** ms since the epoch. */
+  not_before: number
+  expires_at: number
+  created_at: string
+  updated_at: string
+  sent_at: string | null
+  reason: string | null
+  provider_ref: string | null
+  delivery_status: string | null
+}
+
 export interface Database {
   patients: PatientTable
   devices: DeviceTable
@@ -332,4 +399,8 @@ export interface Database {
   reminder_occurrences: ReminderOccurrenceTable
   gateway_state: GatewayStateTable
   timeseries_rejected: TimeseriesRejectedTable
+  push_targets: PushTargetTable
+  sms_contacts: SmsContactTable
+  notification_prefs: NotificationPrefsTable
+  notifications: NotificationTable
 }

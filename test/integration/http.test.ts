@@ -56,7 +56,7 @@ describe('health and readiness', () => {
 
     const ready = await get(t, '/readyz')
     expect(ready.status).toBe(200)
-    expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'up', journal: 'up', mqtt: 'up' } })
+    expect(await ready.json()).toEqual({ status: 'ready', checks: { database: 'up', journal: 'up', mqtt: 'up', notifications: 'up' } })
   })
 })
 

@@ -1,0 +1,231 @@
+import { randomBytes } from 'node:crypto'
+import type { Statement } from 'better-sqlite3'
+import type { Clock } from '../clock.ts'
+import { RpmError } from '../errors.ts'
+import type { Store } from '../store/db.ts'
+import type { NotificationPrefsTable, PushTargetTable, SmsContactTable } from '../store/schema.ts'
+import type { QuietHours } from './quiet-hours.ts'
+
+export interface PushTargetView {
+  id: string
+  type: 'webpush' | 'fcm'
+  platform: 'web' | 'android' | 'ios'
+  label: string | null
+  createdAt: string
+  lastSuccessAt: string | null
+}
+
+export interface Preferences {
+  channels: { webpush: boolean; fcm: boolean; sms: boolean }
+  /** Push for new messages (alerts and reminders follow `channels` only). */
+  messages: boolean
+  /** Non-urgent notifications wait for the end of these; urgent and critical alerts do not. */
+  quietHours: QuietHours | null
+}
+
+export interface SmsContactView {
+  phone: string
+  consentedAt: string | null
+  consentSource: string | null
+  optedOutAt: string | null
+  optOutSource: string | null
+  /** Consent given and not withdrawn. */
+  active: boolean
+}
+
+export type NewTarget =
+  | { type: 'webpush'; endpoint: string; p256dh: string; auth: string; label?: string }
+  | { type: 'fcm'; token: string; platform: 'android' | 'ios' | 'web'; label?: string }
+
+const DEFAULT_PREFS: Preferences = { channels: { webpush: true, fcm: true, sms: true }, messages: true, quietHours: null }
+
+const hostAllowed = (host: string, allowed: readonly string[]): boolean =>
+  allowed.some((a) => (a.startsWith('.') ? host.endsWith(a) || host === a.slice(1) : host === a))
+
+const invalid = (field: string, message: string) => new RpmError('RPM_ERR_BAD_REQUEST', message, { details: { field } })
+
+function toView(r: PushTargetTable): PushTargetView {
+  return { id: r.id, type: r.channel, platform: r.platform, label: r.label, createdAt: r.created_at, lastSuccessAt: r.last_success_at }
+}
+
+export function toSmsView(r: SmsContactTable): SmsContactView {
+  return {
+    phone: r.phone,
+    consentedAt: r.consented_at,
+    consentSource: r.consent_source,
+    optedOutAt: r.opted_out_at,
+    optOutSource: r.opt_out_source,
+    active: r.consented_at !== null && r.opted_out_at === null,
+  }
+}
+
+/** Where and how each user wants to be reached: push targets, SMS number and consent, preferences. */
+export class NotifyDirectory {
+  readonly #q: Record<string, Statement>
+
+  constructor(
+    private readonly store: Store,
+    private readonly clock: Clock,
+    private readonly allowedPushHosts: readonly string[],
+  ) {
+    const p = (sql: string) => store.sqlite.prepare(sql)
+    this.#q = {
+      targetByAddress: p('SELECT * FROM push_targets WHERE channel = ? AND address = ?'),
+      targetById: p('SELECT * FROM push_targets WHERE id = ?'),
+      targetsOf: p('SELECT * FROM push_targets WHERE user_id = ? ORDER BY created_at, id'),
+      insertTarget: p(`INSERT INTO push_targets (id, user_id, channel, address, p256dh, auth, platform, label, created_at)
+        VALUES (@id, @user_id, @channel, @address, @p256dh, @auth, @platform, @label, @created_at)`),
+      // The same browser or app signed in by someone else: it is theirs now, keys refreshed.
+      moveTarget: p('UPDATE push_targets SET user_id = @user_id, p256dh = @p256dh, auth = @auth, platform = @platform, label = @label WHERE id = @id'),
+      deleteTarget: p('DELETE FROM push_targets WHERE id = ?'),
+      targetSucceeded: p('UPDATE push_targets SET last_success_at = ? WHERE id = ?'),
+      prefs: p('SELECT * FROM notification_prefs WHERE user_id = ?'),
+      upsertPrefs: p(`INSERT INTO notification_prefs (user_id, webpush, fcm, sms, messages, quiet_start, quiet_end, timezone, updated_at)
+        VALUES (@user_id, @webpush, @fcm, @sms, @messages, @quiet_start, @quiet_end, @timezone, @updated_at)
+        ON CONFLICT (user_id) DO UPDATE SET webpush = excluded.webpush, fcm = excluded.fcm, sms = excluded.sms, messages = excluded.messages,
+          quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, timezone = excluded.timezone, updated_at = excluded.updated_at`),
+      sms: p('SELECT * FROM sms_contacts WHERE user_id = ?'),
+      smsByPhone: p('SELECT * FROM sms_contacts WHERE phone = ?'),
+      upsertSms: p(`INSERT INTO sms_contacts (user_id, phone, consented_at, consent_source, opted_out_at, opt_out_source, updated_at)
+        VALUES (@user_id, @phone, @consented_at, @consent_source, @opted_out_at, @opt_out_source, @updated_at)
+        ON CONFLICT (user_id) DO UPDATE SET phone = excluded.phone, consented_at = excluded.consented_at, consent_source = excluded.consent_source,
+          opted_out_at = excluded.opted_out_at, opt_out_source = excluded.opt_out_source, updated_at = excluded.updated_at`),
+      optOutUser: p('UPDATE sms_contacts SET opted_out_at = ?, opt_out_source = ?, updated_at = ? WHERE user_id = ? AND opted_out_at IS NULL'),
+      optOutPhone: p('UPDATE sms_contacts SET opted_out_at = ?, opt_out_source = ?, updated_at = ? WHERE phone = ? AND opted_out_at IS NULL'),
+      optInPhone: p('UPDATE sms_contacts SET consented_at = ?, consent_source = ?, opted_out_at = NULL, opt_out_source = NULL, updated_at = ? WHERE phone = ? AND opted_out_at IS NOT NULL'),
+    }
+  }
+
+  #now(): string {
+    return new Date(this.clock.now()).toISOString()
+  }
+
+  // --- push targets ------------------------------------------------------------------------------
+
+  /** Registers a browser subscription or an app token for `userId`; the same one again is not a second. */
+  addTarget(userId: string, t: NewTarget): { target: PushTargetView; created: boolean } {
+    let row: Omit<PushTargetTable, 'last_success_at'>
+    if (t.type === 'webpush') {
+      let url: URL
+      try {
+        url = new URL(t.endpoint)
+      } catch {
+        throw invalid('subscription.endpoint', 'subscription.endpoint must be an https URL')
+      }
+      if (url.protocol !== 'https:') throw invalid('subscription.endpoint', 'subscription.endpoint must be an https URL')
+      // Only the known push services: an endpoint is a URL the gateway will POST to.
+      if (!hostAllowed(url.hostname, this.allowedPushHosts)) {
+        throw invalid('subscription.endpoint', `subscription.endpoint: ${url.hostname} is not a known push service (notify.webpush.allowedHosts)`)
+      }
+      const point = Buffer.from(t.p256dh, 'base64url')
+      if (point.length !== 65 || point[0] !== 4) throw invalid('subscription.keys.p256dh', 'subscription.keys.p256dh must be an uncompressed P-256 public key (65 bytes, base64url)')
+      if (Buffer.from(t.auth, 'base64url').length !== 16) throw invalid('subscription.keys.auth', 'subscription.keys.auth must be 16 bytes, base64url')
+      row = { id: '', user_id: userId, channel: 'webpush', address: t.endpoint, p256dh: t.p256dh, auth: t.auth, platform: 'web', label: t.label ?? null, created_at: this.#now() }
+    } else {
+      row = { id: '', user_id: userId, channel: 'fcm', address: t.token, p256dh: null, auth: null, platform: t.platform, label: t.label ?? null, created_at: this.#now() }
+    }
+    return this.store.sqlite.transaction(() => {
+      const existing = this.#q.targetByAddress!.get(row.channel, row.address) as PushTargetTable | undefined
+      if (existing) {
+        this.#q.moveTarget!.run({ ...row, id: existing.id })
+        return { target: toView(this.#q.targetById!.get(existing.id) as PushTargetTable), created: false }
+      }
+      row.id = `pt-${randomBytes(8).toString('hex')}`
+      this.#q.insertTarget!.run(row)
+      return { target: toView(this.#q.targetById!.get(row.id) as PushTargetTable), created: true }
+    }).immediate()
+  }
+
+  targets(userId: string): PushTargetView[] {
+    return (this.#q.targetsOf!.all(userId) as PushTargetTable[]).map(toView)
+  }
+
+  /** The rows themselves, for sending. */
+  targetRows(userId: string): PushTargetTable[] {
+    return this.#q.targetsOf!.all(userId) as PushTargetTable[]
+  }
+
+  target(id: string): PushTargetTable | undefined {
+    return this.#q.targetById!.get(id) as PushTargetTable | undefined
+  }
+
+  /** Removes one of `userId`'s targets; false when it is not theirs or not there. */
+  removeTarget(userId: string, id: string): boolean {
+    const row = this.target(id)
+    if (!row || row.user_id !== userId) return false
+    this.#q.deleteTarget!.run(id)
+    return true
+  }
+
+  /** A push service said the subscription or token is gone for good. */
+  forgetTarget(id: string): void {
+    this.#q.deleteTarget!.run(id)
+  }
+
+  targetSucceeded(id: string): void {
+    this.#q.targetSucceeded!.run(this.#now(), id)
+  }
+
+  // --- preferences -------------------------------------------------------------------------------
+
+  preferences(userId: string): Preferences {
+    const r = this.#q.prefs!.get(userId) as NotificationPrefsTable | undefined
+    if (!r) return structuredClone(DEFAULT_PREFS)
+    return {
+      channels: { webpush: r.webpush === 1, fcm: r.fcm === 1, sms: r.sms === 1 },
+      messages: r.messages === 1,
+      quietHours: r.quiet_start && r.quiet_end && r.timezone ? { start: r.quiet_start, end: r.quiet_end, timezone: r.timezone } : null,
+    }
+  }
+
+  setPreferences(userId: string, p: Preferences): Preferences {
+    this.#q.upsertPrefs!.run({
+      user_id: userId,
+      webpush: p.channels.webpush ? 1 : 0,
+      fcm: p.channels.fcm ? 1 : 0,
+      sms: p.channels.sms ? 1 : 0,
+      messages: p.messages ? 1 : 0,
+      quiet_start: p.quietHours?.start ?? null,
+      quiet_end: p.quietHours?.end ?? null,
+      timezone: p.quietHours?.timezone ?? null,
+      updated_at: this.#now(),
+    })
+    return this.preferences(userId)
+  }
+
+  // --- SMS ---------------------------------------------------------------------------------------
+
+  sms(userId: string): SmsContactTable | undefined {
+    return this.#q.sms!.get(userId) as SmsContactTable | undefined
+  }
+
+  /** The user agrees to be texted at `phone`: recorded with the time and how it was given. */
+  consentToSms(userId: string, phone: string, source: string): SmsContactTable {
+    const at = this.#now()
+    this.#q.upsertSms!.run({ user_id: userId, phone, consented_at: at, consent_source: source, opted_out_at: null, opt_out_source: null, updated_at: at })
+    return this.sms(userId)!
+  }
+
+  /** The user withdraws consent; the number is kept so the record shows what was withdrawn. */
+  optOutUser(userId: string, source: string): SmsContactTable | undefined {
+    const at = this.#now()
+    this.#q.optOutUser!.run(at, source, at, userId)
+    return this.sms(userId)
+  }
+
+  /** Every user at this number stops getting SMS (STOP reply, Twilio 21610). Returns the user ids. */
+  optOutPhone(phone: string, source: string): string[] {
+    const at = this.#now()
+    const users = (this.#q.smsByPhone!.all(phone) as SmsContactTable[]).filter((r) => r.opted_out_at === null).map((r) => r.user_id)
+    this.#q.optOutPhone!.run(at, source, at, phone)
+    return users
+  }
+
+  /** START after STOP: the number's holder asked to be texted again. Returns the user ids. */
+  optInPhone(phone: string, source: string): string[] {
+    const at = this.#now()
+    const users = (this.#q.smsByPhone!.all(phone) as SmsContactTable[]).filter((r) => r.opted_out_at !== null).map((r) => r.user_id)
+    this.#q.optInPhone!.run(at, source, at, phone)
+    return users
+  }
+}
