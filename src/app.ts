@@ -172,6 +172,7 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     log: log.child({ module: 'http' }),
     tls: material,
     api: { store, auth, access, users, registry, audit, clock },
+    sessionTtlSeconds: config.auth.sessionTtlSeconds,
     threads: { threads, store, auth, access, audit, clock },
     alerts: { rules, store, bus, auth, access, audit, clock },
     reminders: { reminders, auth, access, audit },

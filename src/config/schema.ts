@@ -9,6 +9,8 @@ export interface GatewayConfig {
     port: number
     /** Serve MQTT over WebSocket at /mqtt on the HTTP server. */
     mqttWebSocket: boolean
+    /** A built web console to serve at `/`; empty: the one built into web/dist (npm run build:web). */
+    webRoot: string
   }
   mqtt: {
     host: string
@@ -184,12 +186,13 @@ export const configSchema = {
     http: {
       type: 'object',
       additionalProperties: false,
-      required: ['host', 'port', 'mqttWebSocket'],
+      required: ['host', 'port', 'mqttWebSocket', 'webRoot'],
       default: {},
       properties: {
         host: { ...str, minLength: 1, default: '127.0.0.1' },
         port: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 },
         mqttWebSocket: { type: 'boolean', default: true },
+        webRoot: { ...str, default: '' },
       },
     },
     mqtt: {

@@ -31,6 +31,22 @@ export interface ApiDeps {
   registry: Registry
   audit: AuditLog
   clock: Clock
+  /** How a browser's session cookie is set: Secure off loopback, and how long it may live. */
+  sessionCookie: { secure: boolean; maxAgeSeconds: number }
+}
+
+/**
+ * A browser keeps its refresh token in this HttpOnly cookie instead of in script-readable
+ * storage: only the auth routes receive it (Path), and never from another site (SameSite=Strict).
+ */
+export const REFRESH_COOKIE = 'rpm_refresh'
+
+function cookieValue(header: string | undefined, name: string): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const [k, ...v] = part.trim().split('=')
+    if (k === name) return decodeURIComponent(v.join('='))
+  }
+  return undefined
 }
 
 const patientParams = { type: 'object', required: ['patientId'], additionalProperties: false, properties: { patientId: { type: 'string', pattern: idPattern } } } as const
@@ -66,45 +82,74 @@ export async function apiRoutes(app: FastifyInstance, deps: ApiDeps): Promise<vo
 
   // --- sign-in -------------------------------------------------------------------------------
 
-  app.post<{ Body: { username: string; password: string } }>('/api/v1/auth/login', {
+  const tokenAnswer = { type: 'object', properties: tokenSchema.properties, required: ['accessToken', 'expiresIn', 'tokenType'] } as const
+  const setRefreshCookie = (reply: FastifyReply, token: string | null) => {
+    const { secure, maxAgeSeconds } = deps.sessionCookie
+    const attrs = ['Path=/api/v1/auth', 'HttpOnly', 'SameSite=Strict', ...(secure ? ['Secure'] : []), `Max-Age=${token === null ? 0 : maxAgeSeconds}`]
+    reply.header('set-cookie', `${REFRESH_COOKIE}=${token === null ? '' : encodeURIComponent(token)}; ${attrs.join('; ')}`)
+  }
+  /** In cookie mode the refresh token goes into the HttpOnly cookie and not into the body. */
+  const answer = <T extends { refreshToken: string }>(reply: FastifyReply, pair: T, cookie: boolean): T | Omit<T, 'refreshToken'> => {
+    if (!cookie) return pair
+    setRefreshCookie(reply, pair.refreshToken)
+    const { refreshToken: _kept, ...rest } = pair
+    return rest
+  }
+
+  app.post<{ Body: { username: string; password: string; session?: 'token' | 'cookie' } }>('/api/v1/auth/login', {
     schema: {
       tags: ['auth'],
-      summary: 'Sign in: a short-lived access token and a rotating refresh token',
+      summary: 'Sign in: a short-lived access token and a rotating refresh token (in the body, or with session "cookie" in an HttpOnly cookie for browsers)',
       body: {
         type: 'object',
         required: ['username', 'password'],
         additionalProperties: false,
-        properties: { username: { type: 'string', minLength: 1, maxLength: 64 }, password: { type: 'string', minLength: 1, maxLength: 1024 } },
+        properties: {
+          username: { type: 'string', minLength: 1, maxLength: 64 },
+          password: { type: 'string', minLength: 1, maxLength: 1024 },
+          session: { type: 'string', enum: ['token', 'cookie'], description: 'cookie: the refresh token is set as the HttpOnly cookie rpm_refresh (Path=/api/v1/auth, SameSite=Strict) and left out of the body' },
+        },
       },
-      response: { 200: { type: 'object', properties: { ...tokenSchema.properties, user: userSchema }, required: [...tokenSchema.required, 'user'] }, ...errorResponses },
+      response: { 200: { type: 'object', properties: { ...tokenSchema.properties, user: userSchema }, required: [...tokenAnswer.required, 'user'] }, ...errorResponses },
     },
-  }, async (req) => {
+  }, async (req, reply) => {
     const delay = loginGuard.loginDelayMs(req.ip)
     if (delay > 0) await new Promise((r) => setTimeout(r, delay))
     try {
       const result = await auth.login(req.body.username, req.body.password, req.ip)
       loginGuard.loginSucceeded(req.ip)
-      return result
+      return answer(reply, result, req.body.session === 'cookie')
     } catch (err) {
       loginGuard.loginFailed(req.ip)
       throw err
     }
   })
 
-  app.post<{ Body: { refreshToken: string } }>('/api/v1/auth/refresh', {
+  app.post<{ Body: { refreshToken?: string } | undefined }>('/api/v1/auth/refresh', {
     schema: {
       tags: ['auth'],
-      summary: 'Trade a refresh token (once) for a new pair; a reused one ends the session',
-      body: { type: 'object', required: ['refreshToken'], additionalProperties: false, properties: { refreshToken: { type: 'string', minLength: 1, maxLength: 256 } } },
-      response: { 200: tokenSchema, ...errorResponses },
+      summary: 'Trade a refresh token (once) for a new pair; a reused one ends the session. Without refreshToken in the body, the rpm_refresh cookie is used (and rotated)',
+      body: { type: 'object', additionalProperties: false, properties: { refreshToken: { type: 'string', minLength: 1, maxLength: 256 } } },
+      response: { 200: tokenAnswer, ...errorResponses },
     },
-  }, async (req) => auth.refresh(req.body.refreshToken, req.ip))
+  }, async (req, reply) => {
+    const fromBody = req.body?.refreshToken
+    const token = fromBody ?? cookieValue(req.headers.cookie, REFRESH_COOKIE)
+    if (!token) throw new RpmError('RPM_ERR_BAD_REQUEST', 'body: missing field refreshToken (or the rpm_refresh cookie)', { details: { location: 'body', field: 'refreshToken' } })
+    try {
+      return answer(reply, await auth.refresh(token, req.ip), fromBody === undefined)
+    } catch (err) {
+      if (fromBody === undefined) setRefreshCookie(reply, null)
+      throw err
+    }
+  })
 
   app.post('/api/v1/auth/logout', {
     onRequest: signedIn(),
-    schema: { tags: ['auth'], summary: 'Sign out: ends the session and its refresh tokens', security: bearer, response: { 204: { type: 'null' }, ...errorResponses } },
+    schema: { tags: ['auth'], summary: 'Sign out: ends the session and its refresh tokens (and clears the rpm_refresh cookie)', security: bearer, response: { 204: { type: 'null' }, ...errorResponses } },
   }, async (req, reply: FastifyReply) => {
     await auth.logout(req.principal!, req.ip)
+    if (cookieValue(req.headers.cookie, REFRESH_COOKIE) !== undefined) setRefreshCookie(reply, null)
     return reply.status(204).send()
   })
 

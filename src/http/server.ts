@@ -11,6 +11,7 @@ import type { DeviceBroker } from '../broker/broker.ts'
 import type { TlsMaterial } from '../broker/pki.ts'
 import { type AlertRouteDeps, alertRoutes } from './alerts-routes.ts'
 import { type NotifyRouteDeps, notifyRoutes } from './notify-routes.ts'
+import { isConsoleRoute, sendConsole, webConsole } from './web.ts'
 import { type ApiDeps, apiRoutes } from './api.ts'
 import { buildRequestValidator } from './validation.ts'
 import { type ThreadRouteDeps, threadRoutes } from './threads-routes.ts'
@@ -24,11 +25,13 @@ export interface HttpDeps {
   metrics: Metrics
   log: Logger
   tls: TlsMaterial
-  api: ApiDeps
+  api: Omit<ApiDeps, 'sessionCookie'>
   threads: ThreadRouteDeps
   reminders: ReminderRouteDeps
   alerts: AlertRouteDeps
   notify: NotifyRouteDeps
+  /** How long a sign-in may last (auth.sessionTtlSeconds): the session cookie's lifetime. */
+  sessionTtlSeconds: number
   /** The live WebSocket at /api/v1/ws. */
   live: WebSocketDeps
   /** Checks behind /readyz: true (up), false (down: not ready) or 'degraded' (working, but behind; still ready); 'off' is left out. */
@@ -85,7 +88,9 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     if (body === '') return done(null, undefined)
     return parseJson(req, body as string, done)
   })
-  app.setNotFoundHandler((_req, reply) => {
+  let consoleBuilt = false
+  app.setNotFoundHandler((req, reply) => {
+    if (consoleBuilt && isConsoleRoute(req)) return sendConsole(reply)
     reply.status(404).send(new RpmError('RPM_ERR_NOT_FOUND', 'no such route').toJSON())
   })
 
@@ -108,12 +113,14 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     },
   })
   await app.register(swaggerUi, { routePrefix: '/docs' })
-  await app.register(async (api) => apiRoutes(api, deps.api))
+  await app.register(async (api) => apiRoutes(api, { ...deps.api, sessionCookie: { secure, maxAgeSeconds: deps.sessionTtlSeconds } }))
   await app.register(async (api) => threadRoutes(api, deps.threads))
   await app.register(async (api) => reminderRoutes(api, deps.reminders))
   await app.register(async (api) => alertRoutes(api, deps.alerts))
   await app.register(async (api) => notifyRoutes(api, deps.notify))
   liveSocketRoutes(app, deps.live)
+
+  consoleBuilt = await webConsole(app, deps.config.webRoot || undefined)
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ status: 'ok' }))
 
