@@ -15,6 +15,18 @@ try {
   console.error('The web console is not built and Vite is not installed: run `npm install`, then `npm run build:web`.')
   process.exit(process.argv.includes('--if-missing') ? 0 : 1)
 }
+const ifMissing = process.argv.includes('--if-missing')
+const config = path.join(root, 'web', 'vite.config.ts')
+if (!existsSync(config)) {
+  console.error('No web console sources (web/vite.config.ts) to build.')
+  process.exit(ifMissing ? 0 : 1)
+}
 console.error('Building the web console (web/dist) ...')
-await vite.build({ configFile: path.join(root, 'web', 'vite.config.ts'), logLevel: 'warn' })
-console.error('Built web/dist.')
+try {
+  await vite.build({ configFile: config, logLevel: 'warn' })
+  console.error('Built web/dist.')
+} catch (err) {
+  // Before `npm start`: the gateway still starts, and / says the console is not built.
+  console.error(`The web console could not be built: ${err instanceof Error ? err.message : err}`)
+  process.exit(ifMissing ? 0 : 1)
+}
