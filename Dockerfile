@@ -16,6 +16,10 @@ RUN npm install -g npm@11
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci
+# The web console: built here with Vite (a dev dependency), served from web/dist at runtime.
+COPY web ./web
+COPY scripts/build-web.mjs ./scripts/build-web.mjs
+RUN node scripts/build-web.mjs
 # tsx (and with it esbuild) is a runtime dependency: bin/rpm-gateway.js runs the TypeScript
 # sources through it. Only typescript, vitest and the @types packages are pruned.
 RUN npm prune --omit=dev
@@ -33,6 +37,7 @@ COPY bin ./bin
 COPY src ./src
 COPY rules ./rules
 COPY device-simulator ./device-simulator
+COPY --from=build /app/web/dist ./web/dist
 
 # The data directory: database, keys, the development CA. Created here owned by `node` with mode
 # 0700 so that a new named volume mounted on it starts with that owner and mode.

@@ -149,7 +149,11 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
   })
   const timeseries = new TimeSeriesWriter({ config: config.influx, store, bus, clock, log: log.child({ module: 'timeseries' }), metrics })
   const live = createLiveState(clock, config.websocket)
-  const readSeq = store.sqlite.prepare('SELECT read_seq FROM thread_receipts WHERE thread_id = ? AND user_id = ?')
+  const firstUnread = store.sqlite.prepare(`SELECT m.created_at FROM messages m
+    WHERE m.thread_id = @thread AND m.kind = 'text' AND m.deleted_at IS NULL AND m.seq <= @seq
+      AND m.sender_user_id IS NOT @user
+      AND m.seq > coalesce((SELECT read_seq FROM thread_receipts WHERE thread_id = @thread AND user_id = @user), 0)
+    ORDER BY m.seq LIMIT 1`)
   const notifier = new Notifier({
     config: config.notify,
     dataDir: config.dataDir,
@@ -160,7 +164,10 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
     metrics,
     ...(deps.fcm ? { fcm: deps.fcm } : {}),
     presence: (userId) => live.presence(userId).status,
-    messageRead: (userId, threadId, seq) => ((readSeq.get(threadId, userId) as { read_seq: number } | undefined)?.read_seq ?? 0) >= seq,
+    firstUnreadAt: (userId, threadId, seq) => {
+      const row = firstUnread.get({ thread: threadId, seq, user: userId }) as { created_at: string } | undefined
+      return row ? Date.parse(row.created_at) : null
+    },
     alertOpen: (alertId) => rules.alerts.get(alertId)?.status === 'open',
   })
   let started = false
@@ -249,10 +256,11 @@ export async function buildGateway(config: Readonly<GatewayConfig>, deps: Gatewa
       await broker.close()
       ingest.close()
       await timeseries.stop()
-      await notifier.stop()
       stopThreadBridge()
       rules.stop()
       await http.close()
+      // Last before the database: escalations and messages up to here still get their notifications recorded.
+      await notifier.stop()
       await checkpointer.stop()
       await store.close()
     },

@@ -27,6 +27,7 @@ export const ERRORS = {
   RPM_ERR_FORBIDDEN: { status: 403, summary: 'Your role may not do this' },
   // A callback that says it comes from a provider (Twilio) but is not signed with its key.
   RPM_ERR_WEBHOOK_SIGNATURE: { status: 403, summary: 'The webhook signature is missing or does not match' },
+  RPM_ERR_TOO_FREQUENT: { status: 429, summary: 'Asked for too often: wait and try again' },
   // The channel is not configured on this gateway (no credentials for it).
   RPM_ERR_CHANNEL_OFF: { status: 409, summary: 'This notification channel is not configured' },
 

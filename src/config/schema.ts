@@ -140,6 +140,8 @@ export interface GatewayConfig {
     timeoutMs: number
     /** Where the console is, for the link in an SMS (no patient data in it). Empty: no link. */
     consoleUrl: string
+    /** Sent, failed and dropped notifications are deleted this long after they settled. */
+    retentionDays: number
     webpush: {
       /** The VAPID subject push services may contact: a mailto: or https: URL. */
       subject: string
@@ -399,7 +401,7 @@ export const configSchema = {
     notify: {
       type: 'object',
       additionalProperties: false,
-      required: ['caFile', 'tickMs', 'messageDelaySeconds', 'maxAttempts', 'retryDelayMs', 'maxRetryDelayMs', 'timeoutMs', 'consoleUrl', 'webpush', 'fcm', 'sms'],
+      required: ['caFile', 'tickMs', 'messageDelaySeconds', 'maxAttempts', 'retryDelayMs', 'maxRetryDelayMs', 'timeoutMs', 'consoleUrl', 'retentionDays', 'webpush', 'fcm', 'sms'],
       default: {},
       properties: {
         caFile: { ...str, default: '' },
@@ -410,6 +412,7 @@ export const configSchema = {
         maxRetryDelayMs: { type: 'integer', minimum: 10, maximum: 3600000, default: 300000 },
         timeoutMs: { type: 'integer', minimum: 100, maximum: 300000, default: 15000 },
         consoleUrl: { ...str, default: '', pattern: '^(https?://.+)?$' },
+        retentionDays: { type: 'integer', minimum: 1, maximum: 3650, default: 90 },
         webpush: {
           type: 'object',
           additionalProperties: false,

@@ -8,6 +8,7 @@ import type { Auth } from '../identity/auth.ts'
 import { type Preferences, toSmsView } from '../notify/directory.ts'
 import type { Notifier } from '../notify/notifier.ts'
 import { toView } from '../notify/outbox.ts'
+import { IANAZone } from 'luxon'
 import { HHMM } from '../notify/quiet-hours.ts'
 import type { NotificationStatus } from '../store/schema.ts'
 import { makeGuards } from './guards.ts'
@@ -18,7 +19,7 @@ export interface NotifyRouteDeps {
   auth: Auth
   access: AccessPolicy
   audit: AuditLog
-  /** The gateway's public URL as Twilio calls it (notify.sms.publicUrl); '' to use the request's own host. */
+  /** The gateway's public URL as Twilio calls it (notify.sms.publicUrl); '' turns the callbacks off. */
   publicUrl: string
 }
 
@@ -237,7 +238,7 @@ export async function notifyRoutes(app: FastifyInstance, deps: NotifyRouteDeps):
     schema: { tags: ['notifications'], summary: 'Set your channels, message notifications and quiet hours', security: bearer, body: preferencesSchema, response: { 200: preferencesSchema, ...errorResponses } },
   }, async (req) => {
     const q = req.body.quietHours
-    if (q && !Intl.supportedValuesOf('timeZone').includes(q.timezone) && q.timezone !== 'UTC') {
+    if (q && !IANAZone.isValidZone(q.timezone)) {
       record(req, 'notify.preferences.set', 'denied', me(req), { code: 'RPM_ERR_BAD_REQUEST', field: 'quietHours.timezone' })
       throw new RpmError('RPM_ERR_BAD_REQUEST', `quietHours.timezone: ${q.timezone} is not an IANA time zone`, { details: { field: 'quietHours.timezone' } })
     }
@@ -302,6 +303,7 @@ export async function notifyRoutes(app: FastifyInstance, deps: NotifyRouteDeps):
       summary: 'Send a test notification to each of your browsers, apps and (with consent) your phone',
       security: bearer,
       response: { 202: { type: 'object', required: ['queued'], properties: { queued: { type: 'integer' } } }, ...errorResponses },
+      description: 'At most one a minute per user (429 RPM_ERR_TOO_FREQUENT).',
     },
   }, async (req, reply) => {
     const queued = notifier.sendTest(me(req))
@@ -348,7 +350,8 @@ export async function notifyRoutes(app: FastifyInstance, deps: NotifyRouteDeps):
 
   await app.register(async (hooks) => {
     await hooks.register(formbody)
-    const urlOf = (req: FastifyRequest) => (deps.publicUrl ? deps.publicUrl.replace(/\/$/, '') : `${req.protocol}://${req.headers.host}`) + req.url
+    // The URL Twilio called, as configured: never taken from the request's Host header.
+    const urlOf = (req: FastifyRequest) => deps.publicUrl.replace(/\/$/, '') + req.url
     const signatureOf = (req: FastifyRequest) => {
       const h = req.headers['x-twilio-signature']
       return Array.isArray(h) ? h[0] : h

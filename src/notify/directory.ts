@@ -92,7 +92,9 @@ export class NotifyDirectory {
           opted_out_at = excluded.opted_out_at, opt_out_source = excluded.opt_out_source, updated_at = excluded.updated_at`),
       optOutUser: p('UPDATE sms_contacts SET opted_out_at = ?, opt_out_source = ?, updated_at = ? WHERE user_id = ? AND opted_out_at IS NULL'),
       optOutPhone: p('UPDATE sms_contacts SET opted_out_at = ?, opt_out_source = ?, updated_at = ? WHERE phone = ? AND opted_out_at IS NULL'),
-      optInPhone: p('UPDATE sms_contacts SET consented_at = ?, consent_source = ?, opted_out_at = NULL, opt_out_source = NULL, updated_at = ? WHERE phone = ? AND opted_out_at IS NOT NULL'),
+      // Only what a STOP (or Twilio's 21610) withdrew: consent the user withdrew in the app stays withdrawn.
+      optInPhone: p(`UPDATE sms_contacts SET consented_at = ?, consent_source = ?, opted_out_at = NULL, opt_out_source = NULL, updated_at = ?
+        WHERE phone = ? AND opted_out_at IS NOT NULL AND (opt_out_source LIKE 'sms reply%' OR opt_out_source LIKE 'twilio error 21610%')`),
     }
   }
 
@@ -224,7 +226,9 @@ export class NotifyDirectory {
   /** START after STOP: the number's holder asked to be texted again. Returns the user ids. */
   optInPhone(phone: string, source: string): string[] {
     const at = this.#now()
-    const users = (this.#q.smsByPhone!.all(phone) as SmsContactTable[]).filter((r) => r.opted_out_at !== null).map((r) => r.user_id)
+    const users = (this.#q.smsByPhone!.all(phone) as SmsContactTable[])
+      .filter((r) => r.opted_out_at !== null && (r.opt_out_source?.startsWith('sms reply') || r.opt_out_source?.startsWith('twilio error 21610')))
+      .map((r) => r.user_id)
     this.#q.optInPhone!.run(at, source, at, phone)
     return users
   }

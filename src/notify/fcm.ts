@@ -34,7 +34,10 @@ export class FcmChannel implements Channel<PushTarget> {
   readonly #app: App
   readonly #messaging: Messaging
 
-  constructor(transport: FcmTransport) {
+  readonly #timeoutMs: number
+
+  constructor(transport: FcmTransport, timeoutMs: number) {
+    this.#timeoutMs = timeoutMs
     // A named app per gateway: no shared default app, so two gateways can run in one process.
     this.#app = initializeApp(
       {
@@ -73,14 +76,23 @@ export class FcmChannel implements Channel<PushTarget> {
   }
 
   async send(d: Delivery, to: PushTarget): Promise<SendOutcome> {
+    let timer: NodeJS.Timeout | undefined
     try {
-      const name = await this.#messaging.send(this.message(d, to.address))
+      // firebase-admin has its own 15 s timeout and retries (up to four, backing off to a minute):
+      // the lane waits no longer than notify.timeoutMs. A late success shows once on the device
+      // when it is sent again (same collapse key and tag).
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(Object.assign(new Error('timed out'), { code: 'app/network-timeout' })), this.#timeoutMs)
+      })
+      const name = await Promise.race([this.#messaging.send(this.message(d, to.address)), timeout])
       return { ok: true, providerRef: name }
     } catch (err) {
       const code = String((err as { code?: string }).code ?? 'unknown')
       if (GONE.has(code)) return { ok: false, kind: 'gone', code: code.replace('messaging/', '') }
       if (TEMPORARY.has(code)) return { ok: false, kind: 'temporary', code: code.replace(/^(messaging|app)\//, '') }
       return { ok: false, kind: 'permanent', code: code.replace(/^(messaging|app)\//, '') }
+    } finally {
+      clearTimeout(timer)
     }
   }
 

@@ -30,8 +30,8 @@ export interface NotifierDeps {
   fcm?: FcmTransport
   /** Whether a user has a live connection: 'online' and 'away' users get a moment to read first. */
   presence(userId: string): 'online' | 'away' | 'offline'
-  /** The user has read the thread up to `seq`. */
-  messageRead(userId: string, threadId: string, seq: number): boolean
+  /** When the user's oldest unread text message in the thread, up to `seq`, was posted (ms); null when they have read up to `seq`. */
+  firstUnreadAt(userId: string, threadId: string, seq: number): number | null
   /** The alert is open: neither acknowledged nor resolved. */
   alertOpen(alertId: string): boolean
 }
@@ -46,6 +46,11 @@ const TEST_TTL_MS = 10 * 60_000
 const FAILING_AFTER = 3
 /** How long stop() waits for a send in flight; one still unanswered then is settled as in doubt at the next start. */
 const STOP_GRACE_MS = 2000
+
+const HOUSEKEEPING_MS = 5000
+const PURGE_EVERY_MS = 60 * 60_000
+/** A test notification per user at most this often: it texts a number nobody verified. */
+const TEST_EVERY_MS = 60_000
 
 const STOP_WORDS = new Set(['STOP', 'STOPALL', 'UNSUBSCRIBE', 'CANCEL', 'END', 'QUIT', 'REVOKE', 'OPTOUT'])
 const START_WORDS = new Set(['START', 'YES', 'UNSTOP'])
@@ -69,6 +74,10 @@ export class Notifier {
   readonly #unsubscribe: Array<() => void> = []
   #running = false
   #wakeQueued = false
+  #housekeeping: NodeJS.Timeout | undefined
+  #purgedAt = 0
+  /** When each user last asked for a test notification. */
+  readonly #lastTest = new Map<string, number>()
 
   constructor(deps: NotifierDeps) {
     this.#deps = deps
@@ -86,7 +95,7 @@ export class Notifier {
     }
     this.#channels.webpush = new WebPushChannel({ vapid: this.vapid, subject: config.webpush.subject, timeoutMs: config.timeoutMs, ...(ca ? { ca } : {}) }) as Channel<unknown>
     const fcm = deps.fcm ?? (config.fcm.serviceAccountFile ? this.#fcmFromFile(config.fcm.serviceAccountFile) : undefined)
-    if (fcm) this.#channels.fcm = new FcmChannel(fcm) as Channel<unknown>
+    if (fcm) this.#channels.fcm = new FcmChannel(fcm, config.timeoutMs) as Channel<unknown>
     const { accountSid, authToken, from } = config.sms
     if (accountSid && authToken && from) {
       this.#sms = new SmsChannel({
@@ -168,9 +177,28 @@ export class Notifier {
     return rows
   }
 
-  #onAlertSounded = (e: GatewayEvents['alert.sounded'][0]): void => {
+  /**
+   * A listener that never throws: `alert.sounded` runs inside the alert's transaction and
+   * `message.posted` before the WebSocket hears of the message. A failure loses these
+   * notifications (logged, counted), never the alert or the message.
+   */
+  #guard<E>(what: string, route: (e: E) => NewNotification[]): (e: E) => void {
+    return (e) => {
+      let rows: NewNotification[]
+      try {
+        rows = route(e)
+      } catch (err) {
+        this.#deps.log.error({ err: (err as Error).message, what }, 'notifications could not be routed')
+        this.#deps.metrics.notificationsFailed.inc({ channel: 'all', reason: 'not_routed' })
+        return
+      }
+      this.#enqueue(rows, what)
+    }
+  }
+
+  #onAlertSounded = this.#guard('alert', (e: GatewayEvents['alert.sounded'][0]): NewNotification[] => {
     // Urgent and critical alerts reach people wherever they are; the others wait in the console.
-    if (e.alert.severity !== 'urgent' && e.alert.severity !== 'critical') return
+    if (e.alert.severity !== 'urgent' && e.alert.severity !== 'critical') return []
     const now = this.#deps.clock.now()
     const escalated = e.change === 'escalated'
     const base = {
@@ -191,15 +219,15 @@ export class Notifier {
         rows.push({ ...base, user_id: userId, channel: 'sms', target_id: null, dedupe_key: `${e.alert.id}:${e.step}:${userId}:sms` })
       }
     }
-    this.#enqueue(rows, 'alert')
-  }
+    return rows
+  })
 
-  #onMessagePosted = (e: GatewayEvents['message.posted'][0]): void => {
+  #onMessagePosted = this.#guard('message', (e: GatewayEvents['message.posted'][0]): NewNotification[] => {
     const m = e.message
-    if (m.kind !== 'text' || m.deletedAt !== null) return
+    if (m.kind !== 'text' || m.deletedAt !== null) return []
     // A patient (or their hub) writes to the care team; the care team writes to the patient.
     const toStaff = m.from.role === 'patient'
-    if (!toStaff && m.from.role !== 'provider' && m.from.role !== 'admin') return
+    if (!toStaff && m.from.role !== 'provider' && m.from.role !== 'admin') return []
     const users = toStaff
       ? (this.#q.careTeam!.all(e.patientId) as Array<{ user_id: string }>).map((r) => r.user_id)
       : (this.#q.patientUsers!.all(e.patientId) as Array<{ id: string }>).map((r) => r.id)
@@ -222,10 +250,10 @@ export class Notifier {
         expires_at: now + MESSAGE_TTL_MS,
       }, `msg:${m.id}:${userId}`))
     }
-    this.#enqueue(rows, 'message')
-  }
+    return rows
+  })
 
-  #onReminderDue = (e: GatewayEvents['reminder.due'][0]): void => {
+  #onReminderDue = this.#guard('reminder', (e: GatewayEvents['reminder.due'][0]): NewNotification[] => {
     const now = this.#deps.clock.now()
     const rows: NewNotification[] = []
     for (const { id: userId } of this.#q.patientUsers!.all(e.patientId) as Array<{ id: string }>) {
@@ -240,12 +268,17 @@ export class Notifier {
         expires_at: now + REMINDER_TTL_MS,
       }, `reminder:${e.occurrenceId}:${userId}`))
     }
-    this.#enqueue(rows, 'reminder')
-  }
+    return rows
+  })
 
   /** A test notification to every place `userId` can be reached; returns how many were queued. */
   sendTest(userId: string): number {
     const now = this.#deps.clock.now()
+    const last = this.#lastTest.get(userId)
+    if (last !== undefined && now - last < TEST_EVERY_MS) {
+      throw new RpmError('RPM_ERR_TOO_FREQUENT', `one test notification a minute: try again in ${Math.ceil((last + TEST_EVERY_MS - now) / 1000)} s`)
+    }
+    this.#lastTest.set(userId, now)
     const id = randomBytes(6).toString('hex')
     const base = { kind: 'test' as const, ref_id: null, ref_seq: null, severity: null, urgent: false, collapse_key: `test-${id}`, not_before: now, expires_at: now + TEST_TTL_MS }
     const rows = this.#pushRows(userId, base, `test:${id}:${userId}`)
@@ -261,11 +294,22 @@ export class Notifier {
 
   // --- dispatch ----------------------------------------------------------------------------------
 
+  /** How long an in-doubt send waits before it goes again: for SMS, time for Twilio's status callback (when one was asked for). */
+  #inDoubtWaitMs(channel: NotifyChannel): number {
+    return channel === 'sms' && this.#deps.config.sms.publicUrl ? this.#deps.config.sms.inDoubtWaitSeconds * 1000 : 0
+  }
+
   start(): void {
     if (this.#running) return
-    const recovered = this.outbox.recoverInDoubt(this.#deps.config.sms.inDoubtWaitSeconds * 1000)
+    if (this.#sms && !this.#deps.config.sms.publicUrl) {
+      this.#deps.log.warn('notify.sms.publicUrl is not set: no delivery-status or STOP callbacks from Twilio')
+    }
+    const recovered = this.outbox.recoverInDoubt(this.#inDoubtWaitMs('sms'))
     if (recovered > 0) this.#deps.log.warn({ count: recovered }, 'sends left without an outcome by a stop or crash are sent again')
     this.#running = true
+    this.#housekeeping = setInterval(() => this.#housekeep(), HOUSEKEEPING_MS)
+    this.#housekeeping.unref()
+    this.#housekeep()
     for (const name of CHANNELS) {
       const channel = this.#channels[name]
       if (channel) this.#lanes.push(this.#lane(name, channel))
@@ -274,6 +318,7 @@ export class Notifier {
 
   async stop(): Promise<void> {
     for (const off of this.#unsubscribe.splice(0)) off()
+    clearInterval(this.#housekeeping)
     if (this.#running) {
       this.#running = false
       this.#wake()
@@ -321,7 +366,6 @@ export class Notifier {
         this.#deps.log.error({ err: (err as Error).message, channel: name }, 'notification outbox unreadable')
       }
       if (!row) {
-        this.#updatePending()
         await this.#idle()
         continue
       }
@@ -336,13 +380,20 @@ export class Notifier {
     }
   }
 
-  #updatePending(): void {
+  /** The pending gauge, and settled notifications past notify.retentionDays deleted. */
+  #housekeep(): void {
     try {
       const g = this.#deps.metrics.notificationsPending
       for (const c of CHANNELS) g.set({ channel: c }, 0)
       for (const p of this.outbox.pending()) g.set({ channel: p.channel }, p.n)
-    } catch {
-      // closed while stopping
+      const now = this.#deps.clock.now()
+      if (now - this.#purgedAt >= PURGE_EVERY_MS) {
+        this.#purgedAt = now
+        const purged = this.outbox.purge(new Date(now - this.#deps.config.retentionDays * 86_400_000).toISOString())
+        if (purged > 0) this.#deps.log.info({ count: purged }, 'settled notifications past notify.retentionDays deleted')
+      }
+    } catch (err) {
+      if (this.#running) this.#deps.log.error({ err: (err as Error).message }, 'notification housekeeping failed')
     }
   }
 
@@ -357,7 +408,16 @@ export class Notifier {
     const now = deps.clock.now()
     if (now >= row.expires_at) return this.#drop(row, 'expired')
     if ((this.#q.userStatus!.get(row.user_id) as { status: string } | undefined)?.status !== 'active') return this.#drop(row, 'user_disabled')
-    if (row.kind === 'message' && row.ref_id && row.ref_seq !== null && deps.messageRead(row.user_id, row.ref_id, row.ref_seq)) return this.#drop(row, 'read')
+    if (row.kind === 'message' && row.ref_id && row.ref_seq !== null) {
+      const unreadSince = deps.firstUnreadAt(row.user_id, row.ref_id, row.ref_seq)
+      if (unreadSince === null) return this.#drop(row, 'read')
+      // Still connected: the oldest unread message gets its full delay (a newer one may have joined this notification).
+      const readBy = unreadSince + deps.config.messageDelaySeconds * 1000
+      if (deps.presence(row.user_id) !== 'offline' && readBy > now) {
+        this.outbox.defer(row.id, readBy)
+        return
+      }
+    }
     if (row.kind === 'alert' && row.ref_id && !deps.alertOpen(row.ref_id)) return this.#drop(row, 'alert_closed')
     const prefs = this.directory.preferences(row.user_id)
     if (!prefs.channels[name] || (row.kind === 'message' && !prefs.messages)) return this.#drop(row, 'preference')
@@ -415,6 +475,7 @@ export class Notifier {
     }
     const attempts = row.attempts + 1
     switch (outcome.kind) {
+      case 'unknown':
       case 'temporary': {
         this.#failures[name]++
         if (attempts >= config.maxAttempts) {
@@ -424,7 +485,12 @@ export class Notifier {
           return
         }
         const backoff = Math.min(config.retryDelayMs * 2 ** (attempts - 1), config.maxRetryDelayMs)
-        this.outbox.retry(row.id, outcome.code, clock.now() + Math.max(backoff, outcome.retryAfterMs ?? 0))
+        if (outcome.kind === 'unknown') {
+          // It may have gone: wait for Twilio's status callback (which settles it) before sending again.
+          this.outbox.retryInDoubt(row.id, outcome.code, clock.now() + Math.max(backoff, this.#inDoubtWaitMs(name)))
+        } else {
+          this.outbox.retry(row.id, outcome.code, clock.now() + Math.max(backoff, outcome.retryAfterMs ?? 0))
+        }
         metrics.notificationsRetried.inc({ channel: name, reason: outcome.code })
         return
       }
@@ -458,6 +524,8 @@ export class Notifier {
 
   #verify(signature: string | undefined, url: string, params: Record<string, string>): void {
     if (!this.#sms) throw new RpmError('RPM_ERR_CHANNEL_OFF', 'SMS is not configured (notify.sms)')
+    // The signature covers the URL Twilio called; without the configured one it cannot be checked.
+    if (!this.#deps.config.sms.publicUrl) throw new RpmError('RPM_ERR_CHANNEL_OFF', 'Twilio callbacks are off: notify.sms.publicUrl is not set')
     if (!signature || !this.#sms.verify(signature, url, params)) throw new RpmError('RPM_ERR_WEBHOOK_SIGNATURE', 'the X-Twilio-Signature header does not match this request')
   }
 

@@ -63,14 +63,14 @@ export class Outbox {
           'pending', 0, 0, @not_before, @expires_at, @created_at, @created_at)
         ON CONFLICT (dedupe_key) DO NOTHING`),
       // A newer message in a thread that already has a notification waiting: that one covers it.
-      coalesce: p(`UPDATE notifications SET ref_seq = max(ref_seq, @ref_seq), updated_at = @at
-        WHERE user_id = @user_id AND channel = @channel AND target_id IS @target_id AND collapse_key = @collapse_key AND kind = 'message' AND status = 'pending'`),
+      // Its time moves earlier when the new one is due sooner (the recipient went offline).
+      coalesce: p(`UPDATE notifications SET ref_seq = max(ref_seq, @ref_seq), not_before = min(not_before, @not_before), updated_at = @at
+        WHERE user_id = @user_id AND collapse_key = @collapse_key AND status = 'pending' AND kind = 'message' AND channel = @channel AND target_id IS @target_id`),
       due: p(`SELECT n.*, u.role FROM notifications n LEFT JOIN users u ON u.id = n.user_id
         WHERE n.channel = ? AND n.status = 'pending' AND n.not_before <= ? ORDER BY n.urgent DESC, n.not_before LIMIT 1`),
-      nextAt: p("SELECT min(not_before) AS at FROM notifications WHERE channel = ? AND status = 'pending'"),
       claim: p("UPDATE notifications SET status = 'sending', attempts = attempts + 1, updated_at = ? WHERE id = ? AND status = 'pending'"),
       settle: p('UPDATE notifications SET status = @status, reason = @reason, provider_ref = coalesce(@provider_ref, provider_ref), sent_at = @sent_at, in_doubt = 0, updated_at = @at WHERE id = @id'),
-      retry: p("UPDATE notifications SET status = 'pending', reason = @reason, not_before = @not_before, updated_at = @at WHERE id = @id"),
+      retry: p("UPDATE notifications SET status = 'pending', reason = @reason, not_before = @not_before, in_doubt = @in_doubt, updated_at = @at WHERE id = @id"),
       defer: p("UPDATE notifications SET not_before = ?, updated_at = ? WHERE id = ? AND status = 'pending'"),
       drop: p("UPDATE notifications SET status = 'dropped', reason = ?, updated_at = ? WHERE id = ? AND status IN ('pending', 'sending')"),
       dropForTarget: p("UPDATE notifications SET status = 'dropped', reason = ?, updated_at = ? WHERE target_id = ? AND status = 'pending'"),
@@ -82,7 +82,8 @@ export class Outbox {
       // A status callback for a send whose outcome a crash lost: Twilio has it, so it was sent.
       confirmInDoubt: p("UPDATE notifications SET status = 'sent', provider_ref = ?, sent_at = ?, in_doubt = 0, reason = 'confirmed by status callback', updated_at = ? WHERE id = ? AND status = 'pending' AND in_doubt = 1"),
       counts: p('SELECT channel, status, count(*) AS n FROM notifications GROUP BY channel, status'),
-      pendingCounts: p("SELECT channel, count(*) AS n, min(created_at) AS oldest FROM notifications WHERE status IN ('pending', 'sending') GROUP BY channel"),
+      pendingCounts: p("SELECT channel, count(*) AS n FROM notifications WHERE status = 'pending' GROUP BY channel"),
+      purge: p("DELETE FROM notifications WHERE updated_at < ? AND status IN ('sent', 'failed', 'dropped')"),
       list: p(`SELECT * FROM notifications WHERE (@status IS NULL OR status = @status) AND (@user_id IS NULL OR user_id = @user_id)
         AND (@before IS NULL OR id < @before) ORDER BY id DESC LIMIT @limit`),
     }
@@ -114,11 +115,6 @@ export class Outbox {
     return this.#q.due!.get(channel, now) as DueNotification | undefined
   }
 
-  /** When the next pending notification of `channel` comes due, or null. */
-  nextDueAt(channel: NotifyChannel): number | null {
-    return (this.#q.nextAt!.get(channel) as { at: number | null }).at
-  }
-
   /** Marks a send as under way (committed before the request leaves). False when someone else took it. */
   claim(id: string): boolean {
     return this.#q.claim!.run(this.#at(), id).changes === 1
@@ -134,7 +130,12 @@ export class Outbox {
   }
 
   retry(id: string, reason: string, notBefore: number): void {
-    this.#q.retry!.run({ id, reason, not_before: notBefore, at: this.#at() })
+    this.#q.retry!.run({ id, reason, not_before: notBefore, in_doubt: 0, at: this.#at() })
+  }
+
+  /** The send may or may not have gone (the answer was lost): tried again later, as after a crash. */
+  retryInDoubt(id: string, reason: string, notBefore: number): void {
+    this.#q.retry!.run({ id, reason, not_before: notBefore, in_doubt: 1, at: this.#at() })
   }
 
   defer(id: string, notBefore: number): void {
@@ -186,8 +187,13 @@ export class Outbox {
     return this.#q.counts!.all() as Array<{ channel: NotifyChannel; status: NotificationStatus; n: number }>
   }
 
-  pending(): Array<{ channel: NotifyChannel; n: number; oldest: string }> {
-    return this.#q.pendingCounts!.all() as Array<{ channel: NotifyChannel; n: number; oldest: string }>
+  pending(): Array<{ channel: NotifyChannel; n: number }> {
+    return this.#q.pendingCounts!.all() as Array<{ channel: NotifyChannel; n: number }>
+  }
+
+  /** Deletes settled notifications last changed before `before` (ISO). Returns how many. */
+  purge(before: string): number {
+    return this.#q.purge!.run(before).changes
   }
 
   list(q: { status?: NotificationStatus; userId?: string; before?: string; limit: number }): NotificationTable[] {

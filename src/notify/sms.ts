@@ -44,6 +44,8 @@ class OriginRequestClient extends twilio.RequestClient {
 
 // Twilio error codes (https://www.twilio.com/docs/api/errors).
 const OPTED_OUT = 21610 // the recipient replied STOP
+/** Connection errors that mean the request never reached Twilio. */
+const NOT_SENT = new Set(['econnrefused', 'enotfound', 'eai_again', 'ehostunreach', 'enetunreach', 'cert_has_expired', 'unable_to_verify_leaf_signature', 'depth_zero_self_signed_cert', 'self_signed_cert_in_chain'])
 const BAD_NUMBER = new Set([21211, 21214, 21217, 21408, 21612, 21614]) // not a valid / reachable mobile number
 
 /** SMS through Twilio's Messages API. */
@@ -78,7 +80,9 @@ export class SmsChannel implements Channel<SmsRecipient> {
         return { ok: false, kind: 'permanent', code: typeof e.code === 'number' ? `twilio_${e.code}` : `http_${e.status}` }
       }
       const code = typeof e.code === 'string' ? e.code.toLowerCase() : 'network'
-      return { ok: false, kind: 'temporary', code }
+      // Refused before anything was sent: safe to try again. A timeout or a reset after the
+      // request left may have created the message at Twilio: in doubt, never simply resent.
+      return { ok: false, kind: NOT_SENT.has(code) ? 'temporary' : 'unknown', code }
     }
   }
 

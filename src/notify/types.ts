@@ -26,13 +26,15 @@ export interface Delivery {
 export type PushTarget = Pick<PushTargetTable, 'id' | 'channel' | 'address' | 'p256dh' | 'auth' | 'platform'>
 
 /**
- * What a send came to. `temporary`: try again later; `gone`: the subscription or token no longer
- * exists (remove it); `opted_out`: the number replied STOP; `permanent`: it will never work as is.
+ * What a send came to. `temporary`: try again later; `unknown`: the request left but no answer
+ * came (it may have gone: treated like a crash's in-doubt send); `gone`: the subscription or
+ * token no longer exists (remove it); `opted_out`: the number replied STOP; `permanent`: it will
+ * never work as is.
  * `code` is a short, data-free reason for the record and the metrics.
  */
 export type SendOutcome =
   | { ok: true; providerRef?: string }
-  | { ok: false; kind: 'temporary' | 'permanent' | 'gone' | 'opted_out'; code: string; retryAfterMs?: number }
+  | { ok: false; kind: 'temporary' | 'unknown' | 'permanent' | 'gone' | 'opted_out'; code: string; retryAfterMs?: number }
 
 /** A way of reaching people: Web Push, FCM, SMS. Each wraps its vendor's SDK. */
 export interface Channel<To> {

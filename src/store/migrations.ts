@@ -498,14 +498,21 @@ migrations['0007-notify'] = {
       .addColumn('provider_ref', 'text')
       .addColumn('delivery_status', 'text')
       .execute()
+    // The lanes' "next due" query, by channel, urgent first, then oldest.
+    await sql`CREATE INDEX notifications_due ON notifications (channel, urgent DESC, not_before) WHERE status = 'pending'`.execute(db)
+    await db.schema.createIndex('notifications_sending').on('notifications').column('id').where(sql.ref('status'), '=', 'sending').execute()
+    // A newer message joins the notification already waiting for that user and thread.
     await db.schema
-      .createIndex('notifications_due')
+      .createIndex('notifications_waiting_message')
       .on('notifications')
-      .columns(['channel', 'status', 'not_before'])
-      .where(sql.ref('status'), 'in', ['pending', 'sending'])
+      .columns(['user_id', 'collapse_key'])
+      .where(sql<boolean>`status = 'pending' AND kind = 'message'`)
       .execute()
-    await db.schema.createIndex('notifications_ref').on('notifications').columns(['ref_id', 'status']).execute()
+    await db.schema.createIndex('notifications_target').on('notifications').columns(['target_id']).where(sql.ref('status'), '=', 'pending').execute()
     await db.schema.createIndex('notifications_provider_ref').on('notifications').columns(['provider_ref']).execute()
+    await db.schema.createIndex('notifications_user').on('notifications').columns(['user_id', 'id']).execute()
+    await db.schema.createIndex('notifications_status').on('notifications').columns(['status', 'id']).execute()
+    await db.schema.createIndex('notifications_updated').on('notifications').columns(['updated_at']).execute()
   },
 }
 

@@ -54,6 +54,7 @@ async function clinic(opts: { twilio?: FakeTwilio; fcm?: FakeFcm; settings?: Rec
       'notify.sms.from': '+15550009999',
       'notify.sms.apiBaseUrl': opts.twilio.origin,
       'notify.sms.publicUrl': 'https://gateway.example.org',
+      ...opts.settings,
     })
   }
   t = await startGateway(settings, opts.dataDir, { clock, ...(opts.fcm ? { fcm: opts.fcm.transport() } : {}) })
@@ -235,9 +236,73 @@ describe('Web Push', () => {
     expect(alert!.payload).toMatchObject({ title: 'Urgent alert for a patient on your team', data: { type: 'alert' } })
     expect(alert!.headers.urgency).toBe('high')
     expect(push.received).toHaveLength(1)
+    // Past the end, the message goes (the alert, still open, is sounded again by escalation too).
     c.clock.advanceSeconds(2 * 3600 + 60)
-    const [, message] = await push.waitFor(2)
-    expect(message!.payload).toMatchObject({ data: { type: 'message' } })
+    await waitFor(() => push.received.find((p) => (p.payload as any).data.type === 'message'), 5000, 'the held message')
+  })
+
+  it('gives each unread message its full delay while the reader is connected, and pushes at once when they go offline', async () => {
+    const push = await pushService()
+    const c = await clinic({ settings: { 'notify.messageDelaySeconds': 30 } })
+    await subscribe(c, c.nurse, push)
+    const live = await connect(c.t, { token: c.nurse.token })
+    await live.subscribe(c.threadId)
+    const first = await send(c, c.patient, 'first')
+    await call(c.t, c.nurse, 'POST', `/api/v1/threads/${c.threadId}/read`, { seq: first.body.seq })
+    // A second message 25 s later joins the waiting notification: it gets its own 30 s.
+    c.clock.advanceSeconds(25)
+    await send(c, c.patient, 'second')
+    c.clock.advanceSeconds(6)
+    await new Promise((r) => setTimeout(r, 300))
+    expect(push.received).toHaveLength(0)
+    c.clock.advanceSeconds(25)
+    await push.waitFor(1)
+
+    // Offline now: a new message is pushed at once, whatever was waiting.
+    await send(c, c.patient, 'third')
+    await new Promise((r) => setTimeout(r, 300))
+    expect(push.received).toHaveLength(1)
+    live.ws.close()
+    await waitFor(() => live.ws.readyState === live.ws.CLOSED, 5000, 'socket closed')
+    await new Promise((r) => setTimeout(r, 200)) // the gateway hears the close
+    await send(c, c.patient, 'fourth')
+    await push.waitFor(2)
+  })
+
+  it('drops an alert\'s waiting push once it is acknowledged, and honours a channel turned off', async () => {
+    const push = await pushService()
+    const c = await clinic()
+    await subscribe(c, c.nurse, push)
+    push.failNext(1, 503)
+    await publish(c, build.bloodPressure(186, 112, 80, { seq: 1 }))
+    await waitFor(() => outbox(c).find((n) => n.kind === 'alert' && n.attempts === 1 && n.status === 'pending'), 5000, 'a failed first try')
+    const alertId = outbox(c).find((n) => n.kind === 'alert').ref_id
+    expect((await call(c.t, c.nurse, 'POST', `/api/v1/alerts/${alertId}/acknowledge`)).status).toBe(200)
+    c.clock.advanceSeconds(5)
+    await waitFor(() => outbox(c).find((n) => n.kind === 'alert' && n.status === 'dropped' && n.reason === 'alert_closed'), 5000, 'dropped as acknowledged')
+    expect(push.received).toHaveLength(0)
+
+    const prefs = await call(c.t, c.nurse, 'PUT', '/api/v1/notifications/preferences', { channels: { webpush: false, fcm: true, sms: true }, messages: true, quietHours: null })
+    expect(prefs.body.channels.webpush).toBe(false)
+    await send(c, c.patient, 'hello')
+    await waitFor(() => outbox(c).find((n) => n.kind === 'message' && n.reason === 'preference'), 5000, 'dropped by preference')
+    expect(push.received).toHaveLength(0)
+  })
+
+  it('lets each user remove only their own subscriptions, and takes current time zone names for quiet hours', async () => {
+    const push = await pushService()
+    const c = await clinic()
+    const { id } = await subscribe(c, c.nurse, push)
+    expect((await call(c.t, c.patient, 'DELETE', `/api/v1/notifications/subscriptions/${id}`)).status).toBe(404)
+    expect((await call(c.t, c.nurse, 'DELETE', `/api/v1/notifications/subscriptions/${id}`)).status).toBe(204)
+    expect((await call(c.t, c.nurse, 'GET', '/api/v1/notifications/subscriptions')).body.items).toEqual([])
+    for (const timezone of ['Asia/Kolkata', 'Europe/Kyiv', 'Etc/UTC', 'America/New_York']) {
+      const res = await call(c.t, c.nurse, 'PUT', '/api/v1/notifications/preferences', { channels: { webpush: true, fcm: true, sms: true }, messages: true, quietHours: { start: '22:00', end: '07:00', timezone } })
+      expect(res.status, timezone).toBe(200)
+    }
+    const bad = await call(c.t, c.nurse, 'PUT', '/api/v1/notifications/preferences', { channels: { webpush: true, fcm: true, sms: true }, messages: true, quietHours: { start: '22:00', end: '07:00', timezone: 'Mars/Olympus' } })
+    expect(bad.status).toBe(400)
+    expect(bad.body.details.field).toBe('quietHours.timezone')
   })
 
   it('refuses subscriptions it must not send to, naming the field', async () => {
@@ -326,6 +391,7 @@ describe('SMS', () => {
     const c = await clinic({ twilio })
     // No consent yet: a test notification has nowhere to go.
     expect((await call(c.t, c.nurse, 'POST', '/api/v1/notifications/test')).body).toEqual({ queued: 0 })
+    c.clock.advanceSeconds(61)
     expect((await call(c.t, c.nurse, 'PUT', '/api/v1/notifications/sms', { phone: '555-0100', consent: true })).body.details.field).toBe('phone')
     const consent = await call(c.t, c.nurse, 'PUT', '/api/v1/notifications/sms', { phone: NURSE_PHONE, consent: true, source: 'console settings' })
     expect(consent.status).toBe(200)
@@ -352,12 +418,19 @@ describe('SMS', () => {
     expect(((await no.json()) as { code: string }).code).toBe('RPM_ERR_WEBHOOK_SIGNATURE')
     expect(outbox(c)[0].delivery_status).toBe('delivered')
 
+    // A test texts a number nobody verified: at most one a minute.
+    const soon = await call(c.t, c.nurse, 'POST', '/api/v1/notifications/test')
+    expect(soon.status).toBe(429)
+    expect(soon.body.code).toBe('RPM_ERR_TOO_FREQUENT')
+    c.clock.advanceSeconds(61)
+
     // The nurse replied STOP to an earlier text: Twilio refuses with 21610; it is recorded and no more texts are tried.
     twilio.optOut(NURSE_PHONE)
     expect((await call(c.t, c.nurse, 'POST', '/api/v1/notifications/test')).body).toEqual({ queued: 1 })
     await waitFor(() => outbox(c).find((n) => n.reason === 'opted_out'), 5000, 'opted out')
     const after = await call(c.t, c.nurse, 'GET', '/api/v1/notifications/sms')
     expect(after.body).toMatchObject({ active: false, optOutSource: expect.stringContaining('21610') })
+    c.clock.advanceSeconds(61)
     expect((await call(c.t, c.nurse, 'POST', '/api/v1/notifications/test')).body).toEqual({ queued: 0 })
     expect(twilio.sent).toHaveLength(1)
     expect(twilio.refused).toHaveLength(1)
@@ -403,6 +476,45 @@ describe('SMS', () => {
     expect(twilio.sent[2]!.body).toBe(twilio.sent[1]!.body)
   })
 
+  it('does not send again after a timeout that may have texted, until Twilio\'s callback says whether it went', async () => {
+    const twilio = await FakeTwilio.start()
+    fakes.push(twilio)
+    const c = await clinic({ twilio, settings: { 'notify.timeoutMs': 300 } })
+    await call(c.t, c.nurse, 'PUT', '/api/v1/notifications/sms', { phone: NURSE_PHONE, consent: true })
+    twilio.loseNextAnswer()
+    await call(c.t, c.nurse, 'POST', '/api/v1/notifications/test')
+    const [first] = await twilio.waitFor(1)
+    await waitFor(() => outbox(c)[0]?.in_doubt === 1, 5000, 'in doubt after the timeout')
+    expect(outbox(c)[0]).toMatchObject({ status: 'pending', attempts: 1 })
+    c.clock.advanceSeconds(60)
+    await new Promise((r) => setTimeout(r, 300))
+    expect(twilio.sent).toHaveLength(1)
+    const url = first!.statusCallback!
+    const cb = twilio.signedCallback(url, twilio.callbackParams(first!, 'sent'))
+    expect((await fetch(`${c.t.urls.http}${url.replace('https://gateway.example.org', '')}`, { method: 'POST', headers: cb.headers, body: cb.body })).status).toBe(204)
+    expect(outbox(c)[0]).toMatchObject({ status: 'sent', provider_ref: first!.sid })
+    c.clock.advanceSeconds(600)
+    await new Promise((r) => setTimeout(r, 300))
+    expect(twilio.sent).toHaveLength(1)
+
+    // A callback with a forged signature changes nothing and is refused.
+    const forged = twilio.signedCallback('https://gateway.example.org/api/v1/notifications/sms/inbound', { From: NURSE_PHONE, Body: 'STOP' }, { badSignature: true })
+    const res = await fetch(`${c.t.urls.http}/api/v1/notifications/sms/inbound`, { method: 'POST', headers: forged.headers, body: forged.body })
+    expect(res.status).toBe(403)
+    expect((await call(c.t, c.nurse, 'GET', '/api/v1/notifications/sms')).body.active).toBe(true)
+  })
+
+  it('refuses Twilio callbacks when notify.sms.publicUrl is not set: their signature cannot be checked', async () => {
+    const twilio = await FakeTwilio.start()
+    fakes.push(twilio)
+    const c = await clinic({ twilio, settings: { 'notify.sms.publicUrl': '' } })
+    const url = `${c.t.urls.http}/api/v1/notifications/sms/inbound`
+    const signed = twilio.signedCallback(url, { From: NURSE_PHONE, Body: 'STOP' })
+    const res = await fetch(url, { method: 'POST', headers: signed.headers, body: signed.body })
+    expect(res.status).toBe(409)
+    expect(((await res.json()) as { code: string }).code).toBe('RPM_ERR_CHANNEL_OFF')
+  })
+
   it('a STOP reply through the inbound webhook withdraws consent; START restores it', async () => {
     const twilio = await FakeTwilio.start()
     fakes.push(twilio)
@@ -417,5 +529,9 @@ describe('SMS', () => {
     expect((await call(c.t, c.nurse, 'GET', '/api/v1/notifications/sms')).body).toMatchObject({ active: false, optOutSource: 'sms reply STOP' })
     expect((await reply('START')).status).toBe(200)
     expect((await call(c.t, c.nurse, 'GET', '/api/v1/notifications/sms')).body).toMatchObject({ active: true, consentSource: 'sms reply START' })
+    // Consent withdrawn in the app is not given back by a START reply.
+    expect((await call(c.t, c.nurse, 'DELETE', '/api/v1/notifications/sms')).body.active).toBe(false)
+    expect((await reply('START')).status).toBe(200)
+    expect((await call(c.t, c.nurse, 'GET', '/api/v1/notifications/sms')).body).toMatchObject({ active: false, optOutSource: expect.stringContaining('via api') })
   })
 })
