@@ -7,7 +7,7 @@ import { tempDir } from '../helpers.ts'
 describe('configuration', () => {
   it('has embedded defaults', () => {
     const c = loadConfig({ env: {} })
-    expect(c.http).toEqual({ host: '127.0.0.1', port: 8080, mqttWebSocket: true })
+    expect(c.http).toEqual({ host: '127.0.0.1', port: 8080, mqttWebSocket: true, webRoot: '' })
     expect(c.mqtt.port).toBe(8883)
     expect(c.mqtt.maxPacketBytes).toBe(65536)
     expect(c.dataDir).toBe(path.resolve('data'))
