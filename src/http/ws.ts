@@ -402,7 +402,9 @@ export function liveSocketRoutes(app: FastifyInstance, deps: WebSocketDeps): voi
   const authenticate = async (conn: Conn, token: string, via: 'message' | 'subprotocol') => {
     let principal: Principal & { expiresAt: number }
     try {
-      principal = await auth.authenticate(token)
+      // A console reconnecting or re-presenting a refreshed token in the background must not keep
+      // an unattended session from logging off: only client events count as activity.
+      principal = await auth.authenticate(token, { activity: false })
     } catch (err) {
       recordFor(conn, 'ws.connect', 'denied', undefined, { code: isRpmError(err) ? err.code : 'RPM_ERR_UNAUTHENTICATED', auth: via })
       metrics.wsClosed.inc({ reason: 'unauthenticated' })

@@ -177,9 +177,10 @@ export class Auth {
 
   /**
    * Checks an access token and its session (not revoked, not expired, not idle) and records the
-   * activity. Throws RPM_ERR_UNAUTHENTICATED for anything else.
+   * activity (unless `activity: false`: a socket signing in or presenting a refreshed token is
+   * not the user doing something). Throws RPM_ERR_UNAUTHENTICATED for anything else.
    */
-  async authenticate(accessToken: string): Promise<Principal & { expiresAt: number }> {
+  async authenticate(accessToken: string, options: { activity?: boolean } = {}): Promise<Principal & { expiresAt: number }> {
     const now = this.clock.now()
     let claims: { sub?: string; sid?: unknown; exp?: number }
     try {
@@ -198,7 +199,7 @@ export class Auth {
     const ended = this.#ended(row, now)
     if (ended) throw new RpmError('RPM_ERR_UNAUTHENTICATED', `the session has ended (${ended}): sign in again`)
     // Record activity for the idle timeout, at most every 30 s per session.
-    if (now - Date.parse(row.last_active_at) > 30_000) {
+    if (options.activity !== false && now - Date.parse(row.last_active_at) > 30_000) {
       await this.db.updateTable('sessions').set({ last_active_at: iso(now) }).where('id', '=', row.sid).execute()
     }
     return { userId: row.id, username: row.username, role: row.role, patientId: row.patient_id, sessionId: row.sid, expiresAt: (claims.exp ?? 0) * 1000 }

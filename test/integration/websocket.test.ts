@@ -104,6 +104,20 @@ describe('signing in on the WebSocket', () => {
     const posted = t.gateway.store.sqlite.prepare("SELECT COUNT(*) AS n FROM messages WHERE client_message_id = 'after-sign-out'").get() as { n: number }
     expect(posted.n).toBe(0)
   })
+  it('does not keep an unattended session alive by reconnecting: only what the user does counts toward the idle timeout', async () => {
+    const clock = new TestClock()
+    const { t, provider } = await clinic({ 'auth.idleTimeoutSeconds': 60, 'auth.accessTokenTtlSeconds': 600 }, clock)
+    // Signed in at 0 s; a console connects its socket in the background at 40 s and again at 55 s.
+    clock.advanceSeconds(40)
+    ;(await connect(t, provider)).ws.close()
+    clock.advanceSeconds(15)
+    ;(await connect(t, provider)).ws.close()
+    // Nobody did anything for more than 60 s: the session has logged off.
+    clock.advanceSeconds(10)
+    const me = await api(t, 'GET', '/api/v1/me', { token: provider.token })
+    expect(me.status).toBe(401)
+    expect(me.body.message).toMatch(/idle/)
+  })
 })
 
 describe('live conversation', () => {
