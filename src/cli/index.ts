@@ -640,6 +640,7 @@ function banner(u: GatewayUrls, rules: { dir: string; count: number; files: stri
     `  MQTT over TLS   ${u.mqtts}    (CA certificate: ${u.caFile})`,
     ...(u.mqtt ? [`  MQTT (plain)    ${u.mqtt}`] : []),
     ...(u.ws ? [`  MQTT over WS    ${u.ws}`] : []),
+    `  Web console     ${u.http}/    (providers and patients sign in here; npm run demo shows it with a made-up clinic)`,
     `  HTTP            ${u.http}    (/healthz, /readyz, /metrics)`,
     `  REST API        ${u.http}/api/v1    (OpenAPI and a UI to try it: ${u.http}/docs)`,
     `  WebSocket       ${u.http.replace(/^http/, 'ws')}/api/v1/ws    (docs/websocket.md)`,
