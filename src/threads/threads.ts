@@ -109,7 +109,8 @@ export class Threads {
       upsertReceipt: p(`INSERT INTO thread_receipts (thread_id, user_id, read_seq, delivered_seq, updated_at) VALUES (?, ?, ?, ?, ?)
         ON CONFLICT (thread_id, user_id) DO UPDATE SET read_seq = excluded.read_seq, delivered_seq = excluded.delivered_seq, updated_at = excluded.updated_at`),
       // A patient owns every patient-role message in their thread (sent from the app or a hub).
-      unread: p(`SELECT COUNT(*) AS n FROM messages WHERE thread_id = ? AND seq > ? AND deleted_at IS NULL
+      // Reading cards and device events are not counted: they arrive all day and are seen as vitals.
+      unread: p(`SELECT COUNT(*) AS n FROM messages WHERE thread_id = ? AND seq > ? AND deleted_at IS NULL AND kind NOT IN ('reading', 'device_event')
         AND NOT (sender_user_id IS NOT NULL AND sender_user_id = ?) AND NOT (? = 'patient' AND sender_role = 'patient')`),
       hubsOf: p("SELECT id FROM devices WHERE patient_id = ? AND kind = 'hub' AND status = 'active' ORDER BY id"),
     }

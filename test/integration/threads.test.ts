@@ -284,6 +284,17 @@ describe('readings and devices in the thread', () => {
 })
 
 describe('receipts', () => {
+  it('counts messages, alerts and reminders as unread, not the reading cards that arrive all day', async () => {
+    const { t, dev, patient, provider, threadId } = await clinic()
+    const cuff = await connect(t, dev)
+    for (let seq = 1; seq <= 3; seq++) await cuff.publishAsync(`devices/${dev.deviceId}/readings`, JSON.stringify(build.bloodPressure(120 + seq, 80, 70, { seq })), { qos: 1 })
+    await waitFor(async () => (await history(t, provider, threadId)).items.length === 3, 5000, 'three reading cards')
+    const unread = async (who: Caller) => (await call(t, who, 'GET', '/api/v1/threads')).body.items[0].unread
+    expect(await unread(provider)).toBe(0)
+    await send(t, patient, threadId, 'p-1', 'my readings are up')
+    expect(await unread(provider)).toBe(1)
+  })
+
   it('the read horizon moves only forward and sets the unread count per caller', async () => {
     const { t, patient, provider, threadId } = await clinic()
     await send(t, patient, threadId, 'p-1', 'one')
