@@ -13,6 +13,7 @@ import { SEVERITIES } from '../rules/types.ts'
 import type { EventBus } from '../events.ts'
 import type { Store } from '../store/db.ts'
 import type { AlertTable } from '../store/schema.ts'
+import type { Severity } from '../store/schema.ts'
 import { makeGuards } from './guards.ts'
 import { bearer, errorResponses, idPattern } from './schemas.ts'
 import { visiblePatientIds } from './threads-routes.ts'
@@ -230,8 +231,13 @@ export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): P
     return detail
   })
 
+  const seenSeverity = {
+    type: 'string',
+    enum: ['info', 'warning', 'urgent', 'critical'],
+    description: 'The severity the provider saw: if the alert has become worse since, 409 RPM_ERR_CONFLICT (details.field severity, details.current)',
+  } as const
   const act = (name: 'acknowledge' | 'resolve' | 'snooze', summary: string, body: Record<string, unknown>, required: string[]) => {
-    app.post<{ Params: { alertId: string }; Body: { note?: string; minutes?: number; reason?: string } }>(`/api/v1/alerts/:alertId/${name}`, {
+    app.post<{ Params: { alertId: string }; Body: { note?: string; minutes?: number; reason?: string; severity?: Severity } }>(`/api/v1/alerts/:alertId/${name}`, {
       onRequest: signedIn('provider', 'admin'),
       // A POST without a body at all (no content type either, as a button sends it) is an empty
       // object; an empty body that claims to be JSON is still an error.
@@ -243,7 +249,7 @@ export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): P
         summary,
         security: bearer,
         params: alertParams,
-        body: { type: 'object', additionalProperties: false, required, properties: body },
+        body: { type: 'object', additionalProperties: false, required, properties: { ...body, severity: seenSeverity } },
         response: { 200: alertSchema, ...errorResponses },
       },
     }, async (req) => {
@@ -252,10 +258,10 @@ export async function alertRoutes(app: FastifyInstance, deps: AlertRouteDeps): P
       const userId = req.principal!.userId
       const { alert, effects } = audited(req, action, patientId, () =>
         name === 'acknowledge'
-          ? rules.alerts.acknowledge(req.params.alertId, userId, req.body.note)
+          ? rules.alerts.acknowledge(req.params.alertId, userId, req.body.note, req.body.severity)
           : name === 'resolve'
-            ? rules.alerts.resolve(req.params.alertId, userId, req.body.note!)
-            : rules.alerts.snooze(req.params.alertId, userId, req.body.minutes!, req.body.reason))
+            ? rules.alerts.resolve(req.params.alertId, userId, req.body.note!, req.body.severity)
+            : rules.alerts.snooze(req.params.alertId, userId, req.body.minutes!, req.body.reason, req.body.severity))
       record(req, action, 'allowed', patientId, { alertId: alert.id, basis, ...(name === 'snooze' ? { minutes: req.body.minutes } : {}) })
       announceEffects(bus, effects)
       return alert

@@ -411,10 +411,22 @@ export class AlertStore {
     return { ...toAlert(row), events, recipients }
   }
 
-  acknowledge(alertId: string, userId: string, note?: string): { alert: Alert; effects: AlertEffect[] } {
+  /**
+   * A provider acts on the alert as they saw it: when a worse reading raised its severity in the
+   * meantime, the action is refused, so nobody acknowledges a critical alert they saw as urgent.
+   */
+  #sameAsSeen(existing: AlertTable, seen: Severity | undefined): void {
+    if (seen === undefined || !worse(existing.severity, seen)) return
+    throw new RpmError('RPM_ERR_CONFLICT', `the alert is ${existing.severity} now, worse than the ${seen} you saw: look at it again`, {
+      details: { field: 'severity', current: existing.severity },
+    })
+  }
+
+  acknowledge(alertId: string, userId: string, note?: string, seen?: Severity): { alert: Alert; effects: AlertEffect[] } {
     return this.run(() => {
       const existing = this.#get(alertId)
       if (existing.status === 'resolved') throw new RpmError('RPM_ERR_CONFLICT', 'the alert is already resolved', { details: { field: 'alertId' } })
+      this.#sameAsSeen(existing, seen)
       if (existing.status === 'acknowledged') return { alert: toAlert(existing), effects: [] }
       const at = iso(this.clock.now())
       const row: AlertTable = { ...existing, status: 'acknowledged', updated_at: at, acknowledged_at: at, acknowledged_by: userId, next_escalation_at: null, ...(note ? { note } : {}) }
@@ -425,10 +437,11 @@ export class AlertStore {
     })
   }
 
-  resolve(alertId: string, userId: string, note: string): { alert: Alert; effects: AlertEffect[] } {
+  resolve(alertId: string, userId: string, note: string, seen?: Severity): { alert: Alert; effects: AlertEffect[] } {
     return this.run(() => {
       const existing = this.#get(alertId)
       if (existing.status === 'resolved') throw new RpmError('RPM_ERR_CONFLICT', 'the alert is already resolved', { details: { field: 'alertId' } })
+      this.#sameAsSeen(existing, seen)
       const at = iso(this.clock.now())
       const row: AlertTable = {
         ...existing, status: 'resolved', updated_at: at, resolved_at: at, resolved_by: userId, resolution: 'manual', note, next_escalation_at: null,
@@ -442,10 +455,11 @@ export class AlertStore {
   }
 
   /** Holds back notifications and escalation of this alert (this patient and rule only) for `minutes`. */
-  snooze(alertId: string, userId: string, minutes: number, reason?: string): { alert: Alert; effects: AlertEffect[] } {
+  snooze(alertId: string, userId: string, minutes: number, reason?: string, seen?: Severity): { alert: Alert; effects: AlertEffect[] } {
     return this.run(() => {
       const existing = this.#get(alertId)
       if (existing.status === 'resolved') throw new RpmError('RPM_ERR_CONFLICT', 'the alert is already resolved', { details: { field: 'alertId' } })
+      this.#sameAsSeen(existing, seen)
       const max = this.config.maxSnoozeMinutes[existing.severity]
       if (!Number.isInteger(minutes) || minutes < 1 || minutes > max) {
         throw new RpmError('RPM_ERR_BAD_REQUEST', `minutes must be from 1 to ${max}: the longest snooze for a ${existing.severity} alert`, { details: { field: 'minutes', max } })

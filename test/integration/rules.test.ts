@@ -357,7 +357,7 @@ describe('snooze is per alert', () => {
     const snoozed = await api(t, 'POST', `/api/v1/alerts/${high.id}/snooze`, { token, body: { minutes: 60, reason: 'insulin given, rechecking' } })
     expect(snoozed.status).toBe(200)
 
-    // Another high at the same severity: recorded, not notified.
+    // Another high at the same severity: counted on the snoozed alert (a repeat is never a new notification).
     await publish(t, dev, build.glucose(320, 'mg/dL', { seq: 2 }))
     await waitFor(async () => (await detailOf(t, token, high.id)).count === 2)
     expect(raised.map((a) => a.ruleId)).toEqual(['glucose-high'])
@@ -398,5 +398,31 @@ describe('snooze is per alert', () => {
     expect(events.map((e) => e.type)).toEqual(['raised', 'suppressed', 'snooze_ended', 'severity_raised'])
     expect(events[2]!.details).toMatchObject({ reason: 'a worse reading', severity: 'urgent' })
     expect(raised.map((a) => [a.id, a.severity])).toEqual([[first.id, 'warning'], [second.id, 'urgent']])
+  })
+})
+
+describe('acting on an alert as it was seen', () => {
+  it('refuses to acknowledge, resolve or snooze an alert that got worse since the provider saw it', async () => {
+    const { t, nurse, patient } = await clinic()
+    const token = await nurse()
+    const dev = await patient('glucometer')
+    const raised = notifications(t)
+
+    await publish(t, dev, build.glucose(62, 'mg/dL', { seq: 1 }))
+    const low = await waitFor(() => raised.find((a) => a.ruleId === 'glucose-low'))
+    expect(low.severity).toBe('warning')
+    // ADA level 2 arrives while the provider still looks at level 1.
+    await publish(t, dev, build.glucose(45, 'mg/dL', { seq: 2 }))
+    await waitFor(async () => (await detailOf(t, token, low.id)).severity === 'urgent')
+
+    for (const [action, body] of [['acknowledge', {}], ['resolve', { note: 'ate a snack' }], ['snooze', { minutes: 10 }]] as const) {
+      const res = await api(t, 'POST', `/api/v1/alerts/${low.id}/${action}`, { token, body: { ...body, severity: 'warning' } })
+      expect(res.status, action).toBe(409)
+      expect(res.body).toMatchObject({ code: 'RPM_ERR_CONFLICT', details: { field: 'severity', current: 'urgent' } })
+    }
+    expect((await detailOf(t, token, low.id)).status).toBe('open')
+    const ack = await api(t, 'POST', `/api/v1/alerts/${low.id}/acknowledge`, { token, body: { severity: 'urgent' } })
+    expect(ack.status).toBe(200)
+    expect(ack.body.status).toBe('acknowledged')
   })
 })

@@ -81,17 +81,29 @@ export class AlertsStore {
   }
 
   async acknowledge(id: string): Promise<void> {
-    this.#put(await this.api.post<Alert>(`/alerts/${encodeURIComponent(id)}/acknowledge`, {}))
-    this.#unfresh(id)
+    await this.#act(id, 'acknowledge', {})
   }
 
   async resolve(id: string, note: string): Promise<void> {
-    this.#put(await this.api.post<Alert>(`/alerts/${encodeURIComponent(id)}/resolve`, { note }))
-    this.#unfresh(id)
+    await this.#act(id, 'resolve', { note })
   }
 
   async snooze(id: string, minutes: number, reason?: string): Promise<void> {
-    this.#put(await this.api.post<Alert>(`/alerts/${encodeURIComponent(id)}/snooze`, { minutes, ...(reason ? { reason } : {}) }))
+    await this.#act(id, 'snooze', { minutes, ...(reason ? { reason } : {}) })
+  }
+
+  /**
+   * Acts on the alert as shown: the severity on screen goes with the request, and the gateway
+   * refuses (409) when a worse reading changed it meanwhile; the card then shows the new state.
+   */
+  async #act(id: string, action: 'acknowledge' | 'resolve' | 'snooze', body: Record<string, unknown>): Promise<void> {
+    const seen = this.all.value.get(id)?.severity
+    try {
+      this.#put(await this.api.post<Alert>(`/alerts/${encodeURIComponent(id)}/${action}`, { ...body, ...(seen ? { severity: seen } : {}) }))
+    } catch (err) {
+      await this.fetchOne(id).catch(() => {})
+      throw err
+    }
     this.#unfresh(id)
   }
 
