@@ -82,6 +82,11 @@ export function createMetrics() {
       labelNames: ['reason'] as const,
       registers: [registry],
     }),
+    rulesEvaluationFailures: new Counter({
+      name: 'rpm_rules_evaluation_failures_total',
+      help: 'Patients whose readings could not be evaluated in a journal commit (the readings are stored; their alerts were not raised)',
+      registers: [registry],
+    }),
     rulesRefused: new Gauge({ name: 'rpm_rules_change_refused', help: '1 while the rule files on disk hold a refused change (the previous rules are in force)', registers: [registry] }),
     notificationsSent: new Counter({ name: 'rpm_notifications_sent_total', help: 'Notifications the push service or Twilio accepted, by channel', labelNames: ['channel'] as const, registers: [registry] }),
     notificationsRetried: new Counter({

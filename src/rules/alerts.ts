@@ -157,6 +157,19 @@ export class AlertStore {
     this.#staged = new Map()
   }
 
+  /** The staged changes of one patient, to put back if that patient's part of the transaction rolls back. */
+  stagedOf(patientId: string): Map<string, AlertTable | null> {
+    const prefix = key(patientId, '')
+    return new Map([...this.#staged].filter(([k]) => k.startsWith(prefix)))
+  }
+
+  /** One patient's savepoint rolled back: their staged changes are what they were at `snapshot`. */
+  restoreStaged(patientId: string, snapshot: Map<string, AlertTable | null>): void {
+    const prefix = key(patientId, '')
+    for (const k of [...this.#staged.keys()]) if (k.startsWith(prefix)) this.#staged.delete(k)
+    for (const [k, v] of snapshot) this.#staged.set(k, v)
+  }
+
   /** A transaction committed: its staged changes become the cache. */
   commit(stage: Map<string, AlertTable | null>): void {
     for (const [k, row] of stage) {

@@ -361,33 +361,25 @@ export class RuleEngine {
     const stage = this.alerts.begin()
     const effects: AlertEffect[] = []
     const pending = new Set(accepted.map((r) => r.id))
+    const byPatient = new Map<string, AcceptedReading[]>()
+    for (const r of accepted) {
+      const list = byPatient.get(r.patientId)
+      if (list) list.push(r)
+      else byPatient.set(r.patientId, [r])
+    }
     try {
-      for (const r of accepted) {
-        const t = Date.parse(r.measuredAt)
-        for (const k of [hk(r.patientId, r.type), hk(r.patientId, 'any')]) {
-          if ((this.#newest.get(k) ?? 0) < t) this.#newest.set(k, t)
-        }
-        const samples = this.#historyOf(r.patientId, r.type, pending)
-        const index = placeSample(samples, { readingId: r.id, t, values: r.values as unknown as Record<string, number> }, this.#needs.get(r.type) ?? { count: 1, spanMs: 0 })
-        const newest = index === samples.length - 1
-        for (const rule of this.#rulesFor(r.patientId, r.type)) {
-          const verdict = rule.kind === 'threshold' ? evaluateThreshold(rule, samples, index) : evaluateDelta(rule, samples, index)
-          if (verdict.severity !== null) {
-            effects.push(...this.alerts.raise({
-              patientId: r.patientId, rule, readingType: r.type, severity: verdict.severity, values: verdict.values, readingId: r.id, measuredAt: r.measuredAt,
-            }))
-          } else if (verdict.clear && newest) {
-            // Only the newest reading can say "all clear": a late, older one cannot.
-            effects.push(...this.alerts.clear(r.patientId, rule.id, r.type, verdict.values, { id: r.id, measuredAt: r.measuredAt }))
-          }
-        }
-        // A reading ends a missing-data alert of its type (or of any type); one measured before
-        // the silence began (uploaded late) does not: the rule would raise again at its next check.
-        for (const open of this.#openSilence(r.patientId, 'missing')) {
-          const rule = this.#ruleFor(r.patientId, open.rule_id)
-          if (rule?.kind === 'missing' && (rule.reading === 'any' || rule.reading === r.type) && this.deps.clock.now() - t < rule.afterMs) {
-            effects.push(...this.alerts.clear(r.patientId, rule.id, r.type, { ...r.values }, { id: r.id, measuredAt: r.measuredAt }))
-          }
+      // One savepoint per patient: a failure evaluating one patient's readings (a bad override, a
+      // bug) loses that patient's alerts for this commit (logged, counted), not everyone's.
+      for (const [patientId, readings] of byPatient) {
+        const mark = effects.length
+        const staged = this.alerts.stagedOf(patientId)
+        try {
+          this.#savepoint(() => this.#evaluatePatient(readings, pending, effects))
+        } catch (err) {
+          effects.length = mark
+          this.alerts.restoreStaged(patientId, staged)
+          this.deps.metrics.rulesEvaluationFailures.inc()
+          this.deps.log.error({ err: (err as Error).message, patientId, readings: readings.length }, 'rules could not be evaluated for a patient; the readings are stored')
         }
       }
     } finally {
@@ -397,6 +389,39 @@ export class RuleEngine {
     return () => {
       this.alerts.commit(stage)
       announceEffects(this.deps.bus, effects)
+    }
+  }
+
+  readonly #savepoint = (work: () => void): void => this.deps.store.sqlite.transaction(work)()
+
+  #evaluatePatient(accepted: AcceptedReading[], pending: Set<number>, effects: AlertEffect[]): void {
+    for (const r of accepted) {
+      const t = Date.parse(r.measuredAt)
+      for (const k of [hk(r.patientId, r.type), hk(r.patientId, 'any')]) {
+        if ((this.#newest.get(k) ?? 0) < t) this.#newest.set(k, t)
+      }
+      const samples = this.#historyOf(r.patientId, r.type, pending)
+      const index = placeSample(samples, { readingId: r.id, t, values: r.values as unknown as Record<string, number> }, this.#needs.get(r.type) ?? { count: 1, spanMs: 0 })
+      const newest = index === samples.length - 1
+      for (const rule of this.#rulesFor(r.patientId, r.type)) {
+        const verdict = rule.kind === 'threshold' ? evaluateThreshold(rule, samples, index) : evaluateDelta(rule, samples, index)
+        if (verdict.severity !== null) {
+          effects.push(...this.alerts.raise({
+            patientId: r.patientId, rule, readingType: r.type, severity: verdict.severity, values: verdict.values, readingId: r.id, measuredAt: r.measuredAt,
+          }))
+        } else if (verdict.clear && newest) {
+          // Only the newest reading can say "all clear": a late, older one cannot.
+          effects.push(...this.alerts.clear(r.patientId, rule.id, r.type, verdict.values, { id: r.id, measuredAt: r.measuredAt }))
+        }
+      }
+      // A reading ends a missing-data alert of its type (or of any type); one measured before
+      // the silence began (uploaded late) does not: the rule would raise again at its next check.
+      for (const open of this.#openSilence(r.patientId, 'missing')) {
+        const rule = this.#ruleFor(r.patientId, open.rule_id)
+        if (rule?.kind === 'missing' && (rule.reading === 'any' || rule.reading === r.type) && this.deps.clock.now() - t < rule.afterMs) {
+          effects.push(...this.alerts.clear(r.patientId, rule.id, r.type, { ...r.values }, { id: r.id, measuredAt: r.measuredAt }))
+        }
+      }
     }
   }
 

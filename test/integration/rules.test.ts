@@ -426,3 +426,29 @@ describe('acting on an alert as it was seen', () => {
     expect(ack.body.status).toBe('acknowledged')
   })
 })
+
+describe('a failure evaluating one patient', () => {
+  it('loses only that patient\'s alerts for the commit; the others in the same commit are raised, and every reading is stored', async () => {
+    // One journal commit for both devices' readings.
+    const { t, nurse, patient } = await clinic({ 'ingest.commitIntervalMs': 300 })
+    const token = await nurse()
+    const broken = await patient('bp_cuff')
+    const fine = await patient('bp_cuff')
+    // A stored reading of the first patient that cannot be read back (storage damage): loading
+    // their history for the rules fails.
+    t.gateway.store.sqlite.prepare(`INSERT INTO readings (device_id, patient_id, type, seq, measured_at, received_at, values_json, original_json, dedupe_key)
+      VALUES (?, ?, 'blood_pressure', 999, ?, ?, '{not json', '{}', 'damaged-1')`).run(broken.deviceId, broken.patientId, new Date(Date.now() - 60_000).toISOString(), new Date().toISOString())
+    const [a, b] = await Promise.all([connectDevice(t, broken), connectDevice(t, fine)])
+    clients.push(a, b)
+    await Promise.all([
+      a.publishAsync(`devices/${broken.deviceId}/readings`, JSON.stringify(build.bloodPressure(186, 112, 80, { seq: 1 })), { qos: 1 }),
+      b.publishAsync(`devices/${fine.deviceId}/readings`, JSON.stringify(build.bloodPressure(186, 112, 80, { seq: 1 })), { qos: 1 }),
+    ])
+    await waitFor(async () => (await alertsOf(t, token, fine.patientId)).length === 1, 5000, 'the other patient\'s alert')
+    expect(await alertsOf(t, token, broken.patientId)).toEqual([])
+    expect(readingCount(t, broken.patientId)).toBe(2)
+    expect(readingCount(t, fine.patientId)).toBe(1)
+    const metrics = await (await fetch(`${t.urls.http}/metrics`)).text()
+    expect(metrics).toMatch(/^rpm_rules_evaluation_failures_total 1$/m)
+  })
+})
