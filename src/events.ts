@@ -21,6 +21,8 @@ export interface GatewayEvents {
   'reading.quarantined': [event: { deviceId: string; code: string; message: string; path?: string; seq?: number; index?: number }]
   'device.connected': [event: { deviceId: string; at: Date }]
   'device.disconnected': [event: { deviceId: string; at: Date }]
+  /** A device subscribed (its subscriptions are in place): `topics` as it asked for them. */
+  'device.subscribed': [event: { deviceId: string; topics: string[] }]
   /** A device published on devices/{id}/events (before its PUBACK). The payload is unparsed. */
   'device.event': [event: { deviceId: string; patientId: string; kind: string; payload: Buffer }]
   /** Something a device sent could not be used: the broker answers on devices/{id}/errors. */

@@ -134,6 +134,11 @@ export class DeviceBroker {
     }
 
     aedes.on('clientReady', (client) => this.#online(client))
+    // After the SUBACK: what the device now listens to (commands it missed can be sent again).
+    aedes.on('subscribe', (subscriptions, client) => {
+      const identity = client ? this.#identities.get(client) : undefined
+      if (identity) this.#deps.bus.emit('device.subscribed', { deviceId: identity.deviceId, topics: subscriptions.map((s) => s.topic) })
+    })
     aedes.on('clientDisconnect', (client) => this.#offline(client))
     aedes.on('clientError', (client, err) => {
       deps.log.debug({ deviceId: this.#identities.get(client)?.deviceId, err: err.message }, 'client error')

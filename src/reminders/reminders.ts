@@ -148,6 +148,9 @@ export class Reminders {
       measurementSchedules: p(`SELECT s.*, p.timezone AS patient_timezone FROM reminder_schedules s JOIN patients p ON p.id = s.patient_id
         WHERE s.patient_id = ? AND s.kind = 'measurement' AND s.reading_type = ? AND s.active = 1`),
       devices: p("SELECT id FROM devices WHERE patient_id = ? AND status = 'active' ORDER BY id"),
+      stillDue: p(`${occurrences.replace('SELECT o.*', 'SELECT o.*, m.text')} LEFT JOIN messages m ON m.id = o.message_id
+        WHERE o.patient_id = (SELECT patient_id FROM devices WHERE id = ? AND status = 'active') AND o.status = 'pending'
+          AND o.posted_at IS NOT NULL AND o.due_at >= ? ORDER BY o.due_at`),
       measuring: p("SELECT DISTINCT patient_id, reading_type FROM reminder_schedules WHERE kind = 'measurement' AND active = 1"),
       measuringOf: p("SELECT DISTINCT reading_type FROM reminder_schedules WHERE patient_id = ? AND kind = 'measurement' AND active = 1"),
       // Changes when another connection commits (https://sqlite.org/pragma.html#pragma_data_version).
@@ -168,6 +171,18 @@ export class Reminders {
     return this.records.cursor()
   }
 
+  /**
+   * Commands are QoS 1 but not kept for a device that is offline when a reminder comes due: when
+   * it connects, the reminders still due for its patient (posted, not confirmed, within the grace
+   * window) are sent to it again, marked `redelivered`.
+   */
+  #redeliver(deviceId: string): void {
+    const since = iso(this.#clock.now() - this.#graceMs)
+    for (const o of this.#q.stillDue!.all(deviceId, since) as Array<OccurrenceRow & { text: string | null }>) {
+      this.#bus.emit('device.command', { deviceId, payload: reminderCommand(o, o.text ?? '', true) })
+    }
+  }
+
   #setCursor(ms: number): void {
     this.#q.setCursor!.run(CURSOR_KEY, iso(ms))
   }
@@ -177,6 +192,12 @@ export class Reminders {
     this.#listen('device.event', (e) => this.#onDeviceEvent(e))
     this.#listen('message.posted', (e) => this.#onMessage(e))
     this.#listen('reading.accepted', (readings) => this.#onReadings(readings))
+    // A device with a kept session (clean: false) has its subscription back at connect; a new
+    // session gets one when it subscribes.
+    this.#listen('device.connected', (e) => this.#redeliver(e.deviceId))
+    this.#listen('device.subscribed', (e) => {
+      if (e.topics.some((t) => mqttMatch(t, `devices/${e.deviceId}/commands`))) this.#redeliver(e.deviceId)
+    })
     this.#syncMeasuring()
     // The first start ever begins now: nothing came due before the gateway ran (a schedule the
     // CLI added before it starts from its first slot after now).
@@ -354,23 +375,7 @@ export class Reminders {
     }
     posted.announce()
     this.#bus.emit('reminder.due', { patientId: schedule.patient_id, occurrenceId: row.id, scheduleId: schedule.id, kind: schedule.kind, dueAt: slot.dueAt })
-    const command: Record<string, unknown> = {
-      type: 'reminder',
-      occurrenceId: row.id,
-      scheduleId: schedule.id,
-      kind: schedule.kind,
-      text: posted.text,
-      dueAt: slot.dueAt,
-      localTime: slot.localTime,
-    }
-    if (schedule.kind === 'medication') {
-      command.medicationId = schedule.id
-      command.medication = schedule.medication
-      if (schedule.dose) command.dose = schedule.dose
-    } else {
-      command.readingType = schedule.reading_type
-    }
-    const payload = JSON.stringify(command)
+    const payload = reminderCommand({ ...row, kind: schedule.kind, medication: schedule.medication, dose: schedule.dose, reading_type: schedule.reading_type }, posted.text)
     for (const deviceId of posted.devices) this.#bus.emit('device.command', { deviceId, payload })
     this.#log.debug({ scheduleId: schedule.id, patientId: schedule.patient_id, occurrenceId: row.id, dueAt: slot.dueAt, devices: posted.devices.length }, 'reminder sent')
     return true
@@ -695,4 +700,40 @@ export class Reminders {
     if (types.size > 0) this.#measuring.set(row.patient_id, types)
     else this.#measuring.delete(row.patient_id)
   }
+}
+
+/**
+ * The devices/{id}/commands payload of a reminder. Devices show it once per occurrenceId: it is
+ * sent again to a device that connects while the dose is still due (see #redeliver).
+ */
+function reminderCommand(o: Pick<OccurrenceRow, 'id' | 'schedule_id' | 'kind' | 'medication' | 'dose' | 'reading_type' | 'due_at' | 'local_time'>, text: string, redelivered = false): string {
+  const command: Record<string, unknown> = {
+    type: 'reminder',
+    occurrenceId: o.id,
+    scheduleId: o.schedule_id,
+    kind: o.kind,
+    text,
+    dueAt: o.due_at,
+    localTime: o.local_time,
+  }
+  if (o.kind === 'medication') {
+    command.medicationId = o.schedule_id
+    command.medication = o.medication
+    if (o.dose) command.dose = o.dose
+  } else {
+    command.readingType = o.reading_type
+  }
+  if (redelivered) command.redelivered = true
+  return JSON.stringify(command)
+}
+
+/** Whether an MQTT topic filter (with + and #) matches a topic. */
+function mqttMatch(filter: string, topic: string): boolean {
+  const f = filter.split('/')
+  const t = topic.split('/')
+  for (let i = 0; i < f.length; i++) {
+    if (f[i] === '#') return true
+    if (i >= t.length || (f[i] !== '+' && f[i] !== t[i])) return false
+  }
+  return f.length === t.length
 }

@@ -136,6 +136,29 @@ describe('a reminder comes due', () => {
     expect(occurrences(c.t, c.dev.patientId)).toHaveLength(1)
     expect(c.events.due).toHaveLength(1)
   })
+  it('reaches a device that was offline when it came due, once it subscribes, until the dose is confirmed', async () => {
+    const c = await clinic('2026-06-01T07:59:30Z')
+    expect((await addReminder(c, { ...metformin, times: ['08:00'] })).status).toBe(201)
+    await advance(c, 60) // due at 08:00 with no device connected
+    expect(reminderMessages(c)).toHaveLength(1)
+
+    // The pillbox comes online 20 minutes later, within the grace window.
+    c.clock.advanceSeconds(20 * 60)
+    const device = await connect(c.t, c.dev)
+    const command = nextMessage(device, `devices/${c.dev.deviceId}/commands`)
+    await device.subscribeAsync(`devices/${c.dev.deviceId}/commands`, { qos: 1 })
+    const payload = JSON.parse((await command).toString())
+    expect(payload).toMatchObject({ type: 'reminder', kind: 'medication', medication: 'Metformin', dueAt: '2026-06-01T08:00:00.000Z', redelivered: true })
+    await device.endAsync()
+
+    // Confirmed: a device connecting afterwards is not reminded again.
+    expect((await call(c.t, await signIn(c.t, 'pat'), 'POST', `/api/v1/reminder-occurrences/${payload.occurrenceId}/taken`, {})).status).toBe(200) // a new sign-in: the clock moved past the token
+    const again = await connect(c.t, c.dev)
+    const none = nextMessage(again, `devices/${c.dev.deviceId}/commands`, 1000).then(() => 'reminded', () => 'nothing')
+    await again.subscribeAsync(`devices/${c.dev.deviceId}/commands`, { qos: 1 })
+    expect(await none).toBe('nothing')
+  })
+
 })
 
 describe('confirming a dose', () => {
