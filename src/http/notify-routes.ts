@@ -69,14 +69,15 @@ const preferencesSchema = {
 
 const smsSchema = {
   type: 'object',
-  required: ['phone', 'consentedAt', 'consentSource', 'optedOutAt', 'optOutSource', 'active'],
+  required: ['phone', 'consentedAt', 'consentSource', 'optedOutAt', 'optOutSource', 'verifiedAt', 'active'],
   properties: {
     phone: { type: 'string' },
     consentedAt: { type: ['string', 'null'], format: 'date-time' },
     consentSource: { type: ['string', 'null'] },
     optedOutAt: { type: ['string', 'null'], format: 'date-time' },
     optOutSource: { type: ['string', 'null'], description: 'user, sms reply STOP, or twilio error 21610' },
-    active: { type: 'boolean', description: 'Consent given and not withdrawn: SMS may be sent' },
+    verifiedAt: { type: ['string', 'null'], format: 'date-time', description: 'When the code texted to the number came back' },
+    active: { type: 'boolean', description: 'Consent given, number verified, not withdrawn: SMS may be sent' },
   },
 } as const
 
@@ -265,7 +266,7 @@ export async function notifyRoutes(app: FastifyInstance, deps: NotifyRouteDeps):
     onRequest: signedIn(),
     schema: {
       tags: ['notifications'],
-      summary: 'Agree to SMS at this number (E.164): consent is recorded with the time and where it was given; replying STOP withdraws it',
+      summary: 'Agree to SMS at this number (E.164): consent is recorded with the time and where it was given, and a code is texted to the number; SMS starts once the code comes back (POST /api/v1/notifications/sms/verify). Replying STOP withdraws consent',
       security: bearer,
       body: {
         type: 'object',
@@ -280,9 +281,30 @@ export async function notifyRoutes(app: FastifyInstance, deps: NotifyRouteDeps):
       response: { 200: smsSchema, ...errorResponses },
     },
   }, async (req) => {
+    const action = 'notify.sms.consent'
+    if (!notifier.enabled('sms')) {
+      record(req, action, 'denied', me(req), { code: 'RPM_ERR_CHANNEL_OFF' })
+      throw new RpmError('RPM_ERR_CHANNEL_OFF', 'SMS is not configured on this gateway (notify.sms)')
+    }
     const source = `user ${me(req)}${req.body.source ? `: ${req.body.source}` : ' via api'}`
-    const c = directory.consentToSms(me(req), req.body.phone, source)
-    record(req, 'notify.sms.consent', 'allowed', me(req), { source: req.body.source ?? 'api' })
+    const { contact, code } = directory.consentToSms(me(req), req.body.phone, source)
+    if (code) await notifier.sendVerificationCode(me(req), req.body.phone, code)
+    record(req, action, 'allowed', me(req), { source: req.body.source ?? 'api', verification: code ? 'sent' : 'already verified' })
+    return toSmsView(contact)
+  })
+
+  app.post<{ Body: { code: string } }>('/api/v1/notifications/sms/verify', {
+    onRequest: signedIn(),
+    schema: {
+      tags: ['notifications'],
+      summary: 'The code texted to your number: the number is verified and SMS can start (5 tries, 10 minutes)',
+      security: bearer,
+      body: { type: 'object', required: ['code'], additionalProperties: false, properties: { code: { type: 'string', pattern: '^[0-9]{6}$' } } },
+      response: { 200: smsSchema, ...errorResponses },
+    },
+  }, async (req) => {
+    const c = audited(req, 'notify.sms.verify', me(req), () => directory.verifySms(me(req), req.body.code))
+    record(req, 'notify.sms.verify', 'allowed', me(req))
     return toSmsView(c)
   })
 

@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto'
+import { createHash, randomBytes, randomInt, timingSafeEqual } from 'node:crypto'
 import type { Statement } from 'better-sqlite3'
 import type { Clock } from '../clock.ts'
 import { RpmError } from '../errors.ts'
@@ -29,13 +29,20 @@ export interface SmsContactView {
   consentSource: string | null
   optedOutAt: string | null
   optOutSource: string | null
-  /** Consent given and not withdrawn. */
+  /** When the user entered the code texted to the number (null: not yet). */
+  verifiedAt: string | null
+  /** Consent given, the number verified, and consent not withdrawn: SMS may be sent. */
   active: boolean
 }
 
 export type NewTarget =
   | { type: 'webpush'; endpoint: string; p256dh: string; auth: string; label?: string }
   | { type: 'fcm'; token: string; platform: 'android' | 'ios' | 'web'; label?: string }
+
+/** A texted code works for 10 minutes and 5 tries. */
+const CODE_TTL_MS = 10 * 60_000
+const CODE_MAX_ATTEMPTS = 5
+const codeHash = (userId: string, code: string) => createHash('sha256').update(`${userId}:${code}`).digest('hex')
 
 const DEFAULT_PREFS: Preferences = { channels: { webpush: true, fcm: true, sms: true }, messages: true, quietHours: null }
 
@@ -55,7 +62,8 @@ export function toSmsView(r: SmsContactTable): SmsContactView {
     consentSource: r.consent_source,
     optedOutAt: r.opted_out_at,
     optOutSource: r.opt_out_source,
-    active: r.consented_at !== null && r.opted_out_at === null,
+    verifiedAt: r.verified_at,
+    active: r.consented_at !== null && r.verified_at !== null && r.opted_out_at === null,
   }
 }
 
@@ -86,10 +94,15 @@ export class NotifyDirectory {
           quiet_start = excluded.quiet_start, quiet_end = excluded.quiet_end, timezone = excluded.timezone, updated_at = excluded.updated_at`),
       sms: p('SELECT * FROM sms_contacts WHERE user_id = ?'),
       smsByPhone: p('SELECT * FROM sms_contacts WHERE phone = ?'),
-      upsertSms: p(`INSERT INTO sms_contacts (user_id, phone, consented_at, consent_source, opted_out_at, opt_out_source, updated_at)
-        VALUES (@user_id, @phone, @consented_at, @consent_source, @opted_out_at, @opt_out_source, @updated_at)
-        ON CONFLICT (user_id) DO UPDATE SET phone = excluded.phone, consented_at = excluded.consented_at, consent_source = excluded.consent_source,
-          opted_out_at = excluded.opted_out_at, opt_out_source = excluded.opt_out_source, updated_at = excluded.updated_at`),
+      // A new number (or consent given again) needs a new code; the same verified number keeps its verification.
+      upsertSms: p(`INSERT INTO sms_contacts (user_id, phone, consented_at, consent_source, opted_out_at, opt_out_source, verified_at, code_hash, code_expires_at, code_attempts, updated_at)
+        VALUES (@user_id, @phone, @consented_at, @consent_source, NULL, NULL, NULL, @code_hash, @code_expires_at, 0, @updated_at)
+        ON CONFLICT (user_id) DO UPDATE SET consented_at = excluded.consented_at, consent_source = excluded.consent_source,
+          opted_out_at = NULL, opt_out_source = NULL,
+          verified_at = CASE WHEN sms_contacts.phone = excluded.phone THEN sms_contacts.verified_at ELSE NULL END,
+          phone = excluded.phone, code_hash = excluded.code_hash, code_expires_at = excluded.code_expires_at, code_attempts = 0, updated_at = excluded.updated_at`),
+      codeTried: p('UPDATE sms_contacts SET code_attempts = code_attempts + 1, updated_at = ? WHERE user_id = ?'),
+      verified: p('UPDATE sms_contacts SET verified_at = ?, code_hash = NULL, code_expires_at = NULL, code_attempts = 0, updated_at = ? WHERE user_id = ?'),
       optOutUser: p('UPDATE sms_contacts SET opted_out_at = ?, opt_out_source = ?, updated_at = ? WHERE user_id = ? AND opted_out_at IS NULL'),
       optOutPhone: p('UPDATE sms_contacts SET opted_out_at = ?, opt_out_source = ?, updated_at = ? WHERE phone = ? AND opted_out_at IS NULL'),
       // Only what a STOP (or Twilio's 21610) withdrew: consent the user withdrew in the app stays withdrawn.
@@ -201,10 +214,38 @@ export class NotifyDirectory {
     return this.#q.sms!.get(userId) as SmsContactTable | undefined
   }
 
-  /** The user agrees to be texted at `phone`: recorded with the time and how it was given. */
-  consentToSms(userId: string, phone: string, source: string): SmsContactTable {
+  /**
+   * The user agrees to be texted at `phone`: recorded with the time and how it was given. Returns
+   * the code to text to the number (kept only as a hash) unless that number is verified already.
+   */
+  consentToSms(userId: string, phone: string, source: string): { contact: SmsContactTable; code: string | null } {
     const at = this.#now()
-    this.#q.upsertSms!.run({ user_id: userId, phone, consented_at: at, consent_source: source, opted_out_at: null, opt_out_source: null, updated_at: at })
+    const before = this.sms(userId)
+    const known = before !== undefined && before.phone === phone && before.verified_at !== null
+    const code = known ? null : randomInt(0, 1_000_000).toString().padStart(6, '0')
+    this.#q.upsertSms!.run({
+      user_id: userId, phone, consented_at: at, consent_source: source, updated_at: at,
+      code_hash: code ? codeHash(userId, code) : null,
+      code_expires_at: code ? new Date(this.clock.now() + CODE_TTL_MS).toISOString() : null,
+    })
+    return { contact: this.sms(userId)!, code }
+  }
+
+  /** The code the user typed: verifies the number when it matches, within its time and tries. */
+  verifySms(userId: string, code: string): SmsContactTable {
+    const c = this.sms(userId)
+    if (!c) throw new RpmError('RPM_ERR_NOT_FOUND', 'no SMS number on record', { details: { field: 'phone' } })
+    if (c.verified_at !== null) return c
+    if (!c.code_hash || !c.code_expires_at || Date.parse(c.code_expires_at) <= this.clock.now() || c.code_attempts >= CODE_MAX_ATTEMPTS) {
+      throw new RpmError('RPM_ERR_CONFLICT', 'the code has expired or was tried too often: ask for a new one (PUT /api/v1/notifications/sms)', { details: { field: 'code' } })
+    }
+    this.#q.codeTried!.run(this.#now(), userId)
+    const given = Buffer.from(codeHash(userId, code), 'hex')
+    if (!timingSafeEqual(given, Buffer.from(c.code_hash, 'hex'))) {
+      throw new RpmError('RPM_ERR_BAD_REQUEST', 'that code is not the one texted to the number', { details: { field: 'code' } })
+    }
+    const at = this.#now()
+    this.#q.verified!.run(at, at, userId)
     return this.sms(userId)!
   }
 

@@ -78,6 +78,8 @@ export class Notifier {
   #purgedAt = 0
   /** When each user last asked for a test notification. */
   readonly #lastTest = new Map<string, number>()
+  /** When each user was last texted a verification code. */
+  readonly #lastCode = new Map<string, number>()
 
   constructor(deps: NotifierDeps) {
     this.#deps = deps
@@ -285,6 +287,35 @@ export class Notifier {
     if (this.#sms && this.#smsActive(userId)) rows.push({ ...base, user_id: userId, channel: 'sms', target_id: null, dedupe_key: `test:${id}:${userId}:sms` })
     this.#enqueue(rows, 'test')
     return rows.length
+  }
+
+  /**
+   * Texts a verification code straight away (not through the outbox: a code is short-lived and
+   * kept only as a hash, so a retry later could not send it). Throws when it could not be sent.
+   */
+  async sendVerificationCode(userId: string, phone: string, code: string): Promise<void> {
+    if (!this.#sms) throw new RpmError('RPM_ERR_CHANNEL_OFF', 'SMS is not configured on this gateway (notify.sms)')
+    const now = this.#deps.clock.now()
+    const last = this.#lastCode.get(userId)
+    if (last !== undefined && now - last < TEST_EVERY_MS) {
+      throw new RpmError('RPM_ERR_TOO_FREQUENT', `one code a minute: try again in ${Math.ceil((last + TEST_EVERY_MS - now) / 1000)} s`)
+    }
+    this.#lastCode.set(userId, now)
+    const text = `Your rpm-gateway verification code is ${code}. It expires in 10 minutes.`
+    const id = `verify-${randomBytes(6).toString('hex')}`
+    const outcome = await this.#sms.send({ id, kind: 'test', urgent: false, collapseKey: id, ttlSeconds: 600, content: { title: '', body: '', data: {} } }, { phone, text })
+    if (outcome.ok) {
+      this.#deps.metrics.notificationsSent.inc({ channel: 'sms' })
+      return
+    }
+    this.#deps.metrics.notificationsFailed.inc({ channel: 'sms', reason: outcome.code })
+    if (outcome.kind === 'opted_out') {
+      this.directory.optOutPhone(phone, 'twilio error 21610 (recipient replied STOP)')
+      throw new RpmError('RPM_ERR_CONFLICT', 'this number has replied STOP to our texts: reply START from it, then try again', { details: { field: 'phone' } })
+    }
+    if (outcome.kind === 'permanent') throw new RpmError('RPM_ERR_BAD_REQUEST', 'this number cannot receive texts', { details: { field: 'phone' } })
+    this.#deps.log.warn({ userId, reason: outcome.code }, 'verification code could not be texted')
+    throw new RpmError('RPM_ERR_UNAVAILABLE', 'the code could not be texted just now: try again in a minute')
   }
 
   #smsActive(userId: string): boolean {

@@ -453,6 +453,11 @@ migrations['0007-notify'] = {
       .addColumn('consent_source', 'text')
       .addColumn('opted_out_at', 'text')
       .addColumn('opt_out_source', 'text')
+      // The number is the user's: a code texted to it was entered back (hash, expiry, tries).
+      .addColumn('verified_at', 'text')
+      .addColumn('code_hash', 'text')
+      .addColumn('code_expires_at', 'text')
+      .addColumn('code_attempts', 'integer', (c) => c.notNull().defaultTo(0))
       .addColumn('updated_at', 'text', (c) => c.notNull())
       .execute()
     await db.schema.createIndex('sms_contacts_phone').on('sms_contacts').columns(['phone']).execute()

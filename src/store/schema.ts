@@ -333,6 +333,10 @@ export interface SmsContactTable {
   consent_source: string | null
   opted_out_at: string | null
   opt_out_source: string | null
+  verified_at: string | null
+  code_hash: string | null
+  code_expires_at: string | null
+  code_attempts: number
   updated_at: string
 }
 

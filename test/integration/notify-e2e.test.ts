@@ -64,6 +64,9 @@ describe('an urgent reading reaches a provider who is not looking', () => {
     const subscription = push.subscription({ applicationServerKey: key })
     expect((await call(t, nurse, 'POST', '/api/v1/notifications/subscriptions', { type: 'webpush', subscription })).status).toBe(201)
     expect((await call(t, nurse, 'PUT', '/api/v1/notifications/sms', { phone: NURSE_PHONE, consent: true })).status).toBe(200)
+    const [codeSms] = await twilio.waitFor(1)
+    const code = /code is (\d{6})/.exec(codeSms!.body)![1]
+    expect((await call(t, nurse, 'POST', '/api/v1/notifications/sms/verify', { code })).body.active).toBe(true)
 
     // The cuff publishes a hypertensive crisis over MQTT/TLS.
     const client = await connectDevice(t, { patientId: patient.id, deviceId: device.id, secret: device.secret })
@@ -79,14 +82,14 @@ describe('an urgent reading reaches a provider who is not looking', () => {
     const seen = JSON.stringify({ text: first!.text, ttl: first!.headers.ttl, urgency: first!.headers.urgency })
     for (const secret of ['Ottoline', patient.id, device.id]) expect(seen).not.toContain(secret)
     expect(seen.replace(/\b(ntf|alt)-[0-9a-z]+/g, '<id>')).not.toMatch(/186|112/)
-    expect(twilio.sent).toHaveLength(0) // no SMS before the escalation delay
+    expect(twilio.sent).toHaveLength(1) // the verification code only: no alert SMS before the escalation delay
 
     // Urgent: unacknowledged after 10 minutes (alerts.escalation.urgent.repeatMinutes), it is sounded again: push and SMS.
     clock.advanceSeconds(9 * 60)
     await new Promise((r) => setTimeout(r, 300))
-    expect(twilio.sent).toHaveLength(0)
+    expect(twilio.sent).toHaveLength(1)
     clock.advanceSeconds(61)
-    const [sms] = await twilio.waitFor(1)
+    const [, sms] = await twilio.waitFor(2)
     expect(sms).toMatchObject({ to: NURSE_PHONE, from: '+15550009999', authorization: twilio.accountSid })
     expect(sms!.body).toBe('Urgent alert for a patient on your team. Still not acknowledged. Sign in to respond. https://console.example.org')
     const [, again] = await push.waitFor(2)
@@ -99,7 +102,7 @@ describe('an urgent reading reaches a provider who is not looking', () => {
       clock.advanceSeconds(10 * 60)
       await new Promise((r) => setTimeout(r, 100))
     }
-    expect(twilio.sent).toHaveLength(1)
+    expect(twilio.sent).toHaveLength(2)
     expect(push.received).toHaveLength(2)
     const rows = g.store.sqlite.prepare('SELECT channel, status FROM notifications ORDER BY id').all()
     expect(rows).toEqual([{ channel: 'webpush', status: 'sent' }, { channel: 'webpush', status: 'sent' }, { channel: 'sms', status: 'sent' }])

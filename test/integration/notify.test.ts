@@ -90,6 +90,15 @@ async function publish(c: Clinic, reading: object): Promise<void> {
   await client.publishAsync(`devices/${c.dev.deviceId}/readings`, JSON.stringify(reading), { qos: 1 })
 }
 
+/** Consent to SMS and verify the number with the code Twilio was asked to text to it. */
+async function verifiedSms(c: Clinic, who: Caller, twilio: FakeTwilio, phone = NURSE_PHONE): Promise<void> {
+  const before = twilio.sent.length
+  expect((await call(c.t, who, 'PUT', '/api/v1/notifications/sms', { phone, consent: true })).status).toBe(200)
+  const sent = await twilio.waitFor(before + 1)
+  const code = /code is (\d{6})/.exec(sent[before]!.body)![1]
+  expect((await call(c.t, who, 'POST', '/api/v1/notifications/sms/verify', { code })).body.active).toBe(true)
+}
+
 const send = (c: Clinic, who: Caller, text: string, id = `c-${Math.random()}`) =>
   call(c.t, who, 'POST', `/api/v1/threads/${c.threadId}/messages`, { clientMessageId: id, text })
 
@@ -395,11 +404,24 @@ describe('SMS', () => {
     expect((await call(c.t, c.nurse, 'PUT', '/api/v1/notifications/sms', { phone: '555-0100', consent: true })).body.details.field).toBe('phone')
     const consent = await call(c.t, c.nurse, 'PUT', '/api/v1/notifications/sms', { phone: NURSE_PHONE, consent: true, source: 'console settings' })
     expect(consent.status).toBe(200)
-    expect(consent.body).toMatchObject({ phone: NURSE_PHONE, active: true, consentSource: expect.stringContaining('console settings'), optedOutAt: null })
+    expect(consent.body).toMatchObject({ phone: NURSE_PHONE, active: false, verifiedAt: null, consentSource: expect.stringContaining('console settings'), optedOutAt: null })
     expect(Date.parse(consent.body.consentedAt)).toBe(c.clock.now())
+    // Nothing but the code goes to a number until the code comes back.
+    const [codeSms] = await twilio.waitFor(1)
+    expect(codeSms).toMatchObject({ to: NURSE_PHONE, from: '+15550009999' })
+    expect(codeSms!.body).toMatch(/^Your rpm-gateway verification code is \d{6}\. It expires in 10 minutes\.$/)
+    c.clock.advanceSeconds(61)
+    expect((await call(c.t, c.nurse, 'POST', '/api/v1/notifications/test')).body).toEqual({ queued: 0 })
+    const code = /code is (\d{6})/.exec(codeSms!.body)![1]!
+    const wrong = await call(c.t, c.nurse, 'POST', '/api/v1/notifications/sms/verify', { code: String((Number(code) + 1) % 1_000_000).padStart(6, '0') })
+    expect(wrong.status).toBe(400)
+    expect(wrong.body.details.field).toBe('code')
+    const verified = await call(c.t, c.nurse, 'POST', '/api/v1/notifications/sms/verify', { code })
+    expect(verified.body).toMatchObject({ active: true, verifiedAt: expect.any(String) })
+    c.clock.advanceSeconds(61)
 
     expect((await call(c.t, c.nurse, 'POST', '/api/v1/notifications/test')).body).toEqual({ queued: 1 })
-    const [sms] = await twilio.waitFor(1)
+    const [, sms] = await twilio.waitFor(2)
     expect(sms).toMatchObject({ to: NURSE_PHONE, from: '+15550009999', authorization: twilio.accountSid })
     expect(sms!.body).toBe('Test notification. Notifications reach this device.')
     expect(sms!.statusCallback).toMatch(/^https:\/\/gateway\.example\.org\/api\/v1\/notifications\/sms\/status\?notification=ntf-/)
@@ -432,7 +454,7 @@ describe('SMS', () => {
     expect(after.body).toMatchObject({ active: false, optOutSource: expect.stringContaining('21610') })
     c.clock.advanceSeconds(61)
     expect((await call(c.t, c.nurse, 'POST', '/api/v1/notifications/test')).body).toEqual({ queued: 0 })
-    expect(twilio.sent).toHaveLength(1)
+    expect(twilio.sent).toHaveLength(2) // the code and the first test
     expect(twilio.refused).toHaveLength(1)
   })
 
@@ -441,10 +463,10 @@ describe('SMS', () => {
     fakes.push(twilio)
     const dataDir = tempDir()
     const c = await clinic({ twilio, dataDir })
-    await call(c.t, c.nurse, 'PUT', '/api/v1/notifications/sms', { phone: NURSE_PHONE, consent: true })
+    await verifiedSms(c, c.nurse, twilio)
     twilio.loseNextAnswer()
     expect((await call(c.t, c.nurse, 'POST', '/api/v1/notifications/test')).body).toEqual({ queued: 1 })
-    const [first] = await twilio.waitFor(1)
+    const [, first] = await twilio.waitFor(2)
     // Stopped while Twilio's answer is outstanding: the send's outcome is unknown.
     const settings = settingsOf.get(c.t)!
     await c.t.gateway.stop()
@@ -461,41 +483,41 @@ describe('SMS', () => {
     expect(row()).toMatchObject({ status: 'sent', in_doubt: 0, provider_ref: first!.sid, delivery_status: 'delivered' })
     c.clock.advanceSeconds(300)
     await new Promise((r) => setTimeout(r, 300))
-    expect(twilio.sent).toHaveLength(1)
+    expect(twilio.sent).toHaveLength(2) // the code, and the test once
 
     // Without a callback (none configured, or it never came), it is sent again after the wait: the documented window.
     twilio.loseNextAnswer()
     const nurse = c.nurse
     expect((await call(t, nurse, 'POST', '/api/v1/notifications/test')).body).toEqual({ queued: 1 })
-    await twilio.waitFor(2)
+    await twilio.waitFor(3)
     await t.gateway.stop()
     t = await startGateway(settings, dataDir, { clock: c.clock })
     c.clock.advanceSeconds(121)
-    await twilio.waitFor(3)
+    await twilio.waitFor(4)
     await waitFor(() => (t!.gateway.store.sqlite.prepare("SELECT status FROM notifications WHERE channel = 'sms' ORDER BY id DESC").get() as any).status === 'sent', 5000, 'resent')
-    expect(twilio.sent[2]!.body).toBe(twilio.sent[1]!.body)
+    expect(twilio.sent[3]!.body).toBe(twilio.sent[2]!.body)
   })
 
   it('does not send again after a timeout that may have texted, until Twilio\'s callback says whether it went', async () => {
     const twilio = await FakeTwilio.start()
     fakes.push(twilio)
     const c = await clinic({ twilio, settings: { 'notify.timeoutMs': 300 } })
-    await call(c.t, c.nurse, 'PUT', '/api/v1/notifications/sms', { phone: NURSE_PHONE, consent: true })
+    await verifiedSms(c, c.nurse, twilio)
     twilio.loseNextAnswer()
     await call(c.t, c.nurse, 'POST', '/api/v1/notifications/test')
-    const [first] = await twilio.waitFor(1)
+    const [, first] = await twilio.waitFor(2)
     await waitFor(() => outbox(c)[0]?.in_doubt === 1, 5000, 'in doubt after the timeout')
     expect(outbox(c)[0]).toMatchObject({ status: 'pending', attempts: 1 })
     c.clock.advanceSeconds(60)
     await new Promise((r) => setTimeout(r, 300))
-    expect(twilio.sent).toHaveLength(1)
+    expect(twilio.sent).toHaveLength(2) // the code, and the test once
     const url = first!.statusCallback!
     const cb = twilio.signedCallback(url, twilio.callbackParams(first!, 'sent'))
     expect((await fetch(`${c.t.urls.http}${url.replace('https://gateway.example.org', '')}`, { method: 'POST', headers: cb.headers, body: cb.body })).status).toBe(204)
     expect(outbox(c)[0]).toMatchObject({ status: 'sent', provider_ref: first!.sid })
     c.clock.advanceSeconds(600)
     await new Promise((r) => setTimeout(r, 300))
-    expect(twilio.sent).toHaveLength(1)
+    expect(twilio.sent).toHaveLength(2)
 
     // A callback with a forged signature changes nothing and is refused.
     const forged = twilio.signedCallback('https://gateway.example.org/api/v1/notifications/sms/inbound', { From: NURSE_PHONE, Body: 'STOP' }, { badSignature: true })
@@ -519,7 +541,7 @@ describe('SMS', () => {
     const twilio = await FakeTwilio.start()
     fakes.push(twilio)
     const c = await clinic({ twilio })
-    await call(c.t, c.nurse, 'PUT', '/api/v1/notifications/sms', { phone: NURSE_PHONE, consent: true })
+    await verifiedSms(c, c.nurse, twilio)
     const url = 'https://gateway.example.org/api/v1/notifications/sms/inbound'
     const reply = async (body: string) => {
       const r = twilio.signedCallback(url, { From: NURSE_PHONE, To: '+15550009999', Body: body, AccountSid: twilio.accountSid, MessageSid: 'SM' + '0'.repeat(32) })
