@@ -51,6 +51,18 @@ export async function buildHttpServer(deps: HttpDeps): Promise<FastifyInstance> 
     logController: new LogController({ disableRequestLogging: true }),
     trustProxy: false,
     bodyLimit: 64 * 1024,
+    // The router's own refusals (a malformed URL, a path parameter too long) in the API's error shape.
+    frameworkErrors: (err, _req, reply) => {
+      const status = (err as { statusCode?: number }).statusCode ?? 400
+      ;(reply as unknown as { status(n: number): { send(b: unknown): void } }).status(status).send({ code: 'RPM_ERR_BAD_REQUEST', message: status === 414 ? 'a path parameter is too long' : 'the URL is malformed' })
+    },
+    // Refusals before a request exists (headers too large, a malformed request line): the same shape.
+    clientErrorHandler: (err, socket) => {
+      if (!socket.writable) return socket.destroy()
+      const status = (err as { code?: string }).code === 'HPE_HEADER_OVERFLOW' ? 431 : 400
+      const body = JSON.stringify({ code: 'RPM_ERR_BAD_REQUEST', message: status === 431 ? 'the request headers are too large' : 'the request is malformed' })
+      socket.end(`HTTP/1.1 ${status} ${status === 431 ? 'Request Header Fields Too Large' : 'Bad Request'}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`)
+    },
     // Unknown fields are refused, not silently dropped; query strings are coerced to their types,
     // JSON bodies are not.
     schemaController: { compilersFactory: { buildValidator: buildRequestValidator as never } },

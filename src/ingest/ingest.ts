@@ -28,6 +28,29 @@ interface Pending {
 }
 
 const RAW_LIMIT = 65536
+/** Objects and arrays nested deeper than this are refused before parsing (a reading needs 3). */
+const MAX_NESTING = 16
+
+/** How deep `[` and `{` nest in JSON text, outside strings; stops counting past MAX_NESTING. */
+function nestingDepth(text: string): number {
+  let depth = 0
+  let max = 0
+  let inString = false
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i)
+    if (inString) {
+      if (c === 92) i++ // backslash: skip the escaped character
+      else if (c === 34) inString = false
+    } else if (c === 34) inString = true
+    else if (c === 123 || c === 91) {
+      if (++depth > max) {
+        max = depth
+        if (max > MAX_NESTING) return max
+      }
+    } else if (c === 125 || c === 93) depth--
+  }
+  return max
+}
 
 /**
  * Validation and the readings journal. `submit` calls `done` only after the readings (and any
@@ -170,6 +193,12 @@ export class Ingest {
 
   #parse(payload: Buffer, now: number, entry: Pending): void {
     const text = payload.toString('utf8')
+    // Checked before parsing: nesting thousands deep fits in a packet and would exhaust the stack
+    // of whatever walks it (the parser, the validator, JSON.stringify).
+    if (nestingDepth(text) > MAX_NESTING) {
+      entry.problems.push({ code: 'RPM_ERR_PAYLOAD_SHAPE', message: `the payload nests deeper than ${MAX_NESTING} levels`, raw: rawOf(payload) })
+      return
+    }
     let body: unknown
     try {
       body = JSON.parse(text)
@@ -200,7 +229,14 @@ export class Ingest {
   }
 
   #check(item: unknown, now: number, entry: Pending, index: number | undefined): boolean {
-    const result = this.#validator.check(item, now)
+    let result: ReturnType<ReadingValidator['check']>
+    try {
+      result = this.#validator.check(item, now)
+    } catch (err) {
+      // Nothing a device sends may throw out of here: set aside, with the device told why.
+      this.log.warn({ deviceId: entry.device.deviceId, err: (err as Error).message }, 'a reading could not be checked')
+      result = { ok: false, code: 'RPM_ERR_READING_INVALID', message: 'the reading could not be checked' }
+    }
     if (result.ok) {
       entry.readings.push(result.reading)
       return true
