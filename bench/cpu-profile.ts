@@ -186,6 +186,24 @@ export function chatKeys(f: CallFrame): string | undefined {
   return undefined
 }
 
+/** Key frames of a device connecting: TLS, CONNECT, login, presence and audit writes. */
+export function connectKeys(f: CallFrame): string | undefined {
+  if (has(f, '/src/broker/broker.ts')) {
+    if (f.functionName === '#online') return 'DeviceBroker#online (presence UPDATE + retained status + bus)'
+    if (f.functionName === '#offline') return 'DeviceBroker#offline (presence UPDATE + retained status + bus)'
+    if (f.functionName === '#authenticate' || f.functionName === 'attempt' || f.functionName === 'run') return 'DeviceBroker#authenticate (lookup, secret check, audit)'
+    if (f.functionName === 'admit') return 'DeviceBroker.admit (limits)'
+    if (f.functionName === 'onTlsSocket' || f.functionName === 'attach') return 'DeviceBroker TLS socket hand-off'
+  }
+  if (has(f, '/src/crypto/secrets.ts')) return 'verifySecret (scrypt, main-thread part)'
+  if (has(f, '/src/audit/') && f.functionName === 'record') return 'AuditLog.record (a transaction of its own)'
+  if (has(f, 'better-sqlite3/lib/methods/transaction')) return 'SQLite transactions (incl. COMMIT + fsync)'
+  if (has(f, '/node_modules/aedes/lib/handlers/connect')) return 'aedes CONNECT handler'
+  if (has(f, '/node_modules/aedes/lib/client')) return 'aedes client (set-up, close)'
+  if (has(f, 'node:_tls_wrap')) return 'node:_tls_wrap (handshake callbacks, socket set-up)'
+  return undefined
+}
+
 export function summariseProfile(file: string, fromUs: number, toUs: number, keysOf: KeyFrames = ingestKeys): ProfileSummary {
   const profile = JSON.parse(readFileSync(file, 'utf8')) as CpuProfile
   const byId = new Map<number, ProfileNode>()

@@ -1,9 +1,11 @@
 /**
- * The broker side of bench/ingest.ts and bench/alerts.ts, in its own process so it has a core to
- * itself as far as the machine allows: either a bare aedes broker with no hooks behind a TLS
- * server, or the real gateway (buildGateway) with provisioned devices. Driven over IPC.
+ * The broker side of bench/ingest.ts, bench/alerts.ts, bench/timeseries.ts and
+ * bench/connections.ts, in its own process so it has a core to itself as far as the machine
+ * allows: a bare aedes broker with no hooks behind a TLS server, the real gateway (buildGateway)
+ * with provisioned devices, or Debian's mosquitto started as a child of this process (whose CPU
+ * and memory are then mosquitto's, read from /proc). Driven over IPC.
  */
-import { readFileSync } from 'node:fs'
+import { readdirSync, readFileSync } from 'node:fs'
 import tls from 'node:tls'
 import { performance } from 'node:perf_hooks'
 import type { AddressInfo } from 'node:net'
@@ -12,12 +14,30 @@ import { buildGateway, type Gateway } from '../src/app.ts'
 import { loadConfig } from '../src/config/load.ts'
 import { hashSecret } from '../src/crypto/secrets.ts'
 import { DEVICE_KINDS } from '../src/registry/registry.ts'
+import { startMosquitto } from './mosquitto.ts'
 import { cpuSnapshot } from './process-stats.ts'
-import type { BenchDevice, BulkPopulation, FromServer, ServerStart, ToServer } from './protocol.ts'
+import type { BenchDevice, BulkPopulation, CpuSnapshot, FromServer, ServerStart, ServerStats, ToServer } from './protocol.ts'
 
 const send = (m: FromServer) => process.send!(m)
 
 let stop: () => Promise<FromServer> = async () => ({ type: 'stopped' })
+/** The broker's CPU: this process's, or mosquitto's (a child process) read from /proc. */
+let brokerCpu: () => CpuSnapshot = cpuSnapshot
+/** The broker's memory and clients (see ServerStats). */
+let brokerStats: (gc: boolean) => Omit<ServerStats, 'type' | 'cpu'> = (gc) => {
+  if (gc) globalThis.gc?.() // the process runs with --expose-gc when a benchmark wants figures after a collection
+  const m = process.memoryUsage()
+  return { rssBytes: m.rss, heapUsedBytes: m.heapUsed, externalBytes: m.external, ...fdCount(process.pid), ...connectedClients() }
+}
+let connectedClients: () => { connectedClients?: number } = () => ({})
+
+function fdCount(pid: number): { openFds?: number } {
+  try {
+    return { openFds: readdirSync(`/proc/${pid}/fd`).length }
+  } catch {
+    return {}
+  }
+}
 
 const deviceId = (i: number) => `bench-${String(i + 1).padStart(4, '0')}`
 const kindOf = (i: number) => DEVICE_KINDS[i % DEVICE_KINDS.length]!
@@ -46,9 +66,34 @@ async function startBare(m: ServerStart): Promise<FromServer> {
     await new Promise<void>((resolve) => server.close(() => resolve()))
     return { type: 'stopped' }
   }
+  connectedClients = () => ({ connectedClients: aedes.connectedClients })
   // No authentication hook: any credentials connect. Same ids and kinds as the gateway run.
   const devices: BenchDevice[] = Array.from({ length: m.devices }, (_, i) => ({ deviceId: deviceId(i), secret: 'unused', kind: kindOf(i) }))
   return { type: 'ready', port: (server.address() as AddressInfo).port, devices, startupMs: performance.now() - t0 }
+}
+
+/** Debian's mosquitto (bench/mosquitto.ts) with the same certificate: this process only starts it and reads its CPU. */
+async function startMosquittoTarget(m: ServerStart): Promise<FromServer> {
+  const t0 = performance.now()
+  const broker = await startMosquitto({ tls: m.tls })
+  brokerCpu = () => {
+    const ms = broker.cpuMs() ?? Number.NaN
+    // No event loop to speak of: report the CPU only (loop utilisation comes out as NaN).
+    return { userUs: ms * 1000, systemUs: 0, idleMs: 0, activeMs: 0, monotonicUs: Number(process.hrtime.bigint() / 1000n) }
+  }
+  brokerStats = () => ({ rssBytes: broker.rssBytes() ?? Number.NaN, ...fdCount(broker.pid) })
+  stop = async () => {
+    await broker.stop()
+    return { type: 'stopped' }
+  }
+  const devices: BenchDevice[] = Array.from({ length: m.devices }, (_, i) => ({ deviceId: deviceId(i), secret: 'unused', kind: kindOf(i) }))
+  return {
+    type: 'ready',
+    port: broker.port,
+    devices,
+    startupMs: performance.now() - t0,
+    broker: { version: broker.version, pid: broker.pid, config: broker.config },
+  }
 }
 
 /**
@@ -58,9 +103,11 @@ async function startBare(m: ServerStart): Promise<FromServer> {
  */
 async function populate(gateway: Gateway, count: number, p: BulkPopulation): Promise<{ devices: BenchDevice[]; probes: BenchDevice[] }> {
   if (count + p.probes > p.patients) throw new Error(`${count} devices and ${p.probes} probes need as many patients, not ${p.patients}`)
-  const provider = await gateway.users.add({ username: p.provider.username, password: p.provider.password, role: 'provider', name: 'Bench Provider' })
+  const provider = p.provider
+    ? await gateway.users.add({ username: p.provider.username, password: p.provider.password, role: 'provider', name: 'Bench Provider' })
+    : undefined
   const secret = 'bench-device-secret'
-  const secretHash = await hashSecret(secret, 1024)
+  const secretHash = await hashSecret(secret, p.secretCostN ?? 1024)
   const at = new Date().toISOString()
   const sqlite = gateway.store.sqlite
   const patient = sqlite.prepare('INSERT INTO patients (id, name, timezone, created_at) VALUES (?, ?, ?, ?)')
@@ -73,7 +120,7 @@ async function populate(gateway: Gateway, count: number, p: BulkPopulation): Pro
     for (let i = 0; i < p.patients; i++) {
       const patientId = `pat-bench-${String(i + 1).padStart(5, '0')}`
       patient.run(patientId, `Bench Patient ${i + 1}`, 'UTC', at)
-      member.run(patientId, provider.id, at)
+      if (provider) member.run(patientId, provider.id, at)
       const d: BenchDevice | undefined =
         i < count ? { deviceId: deviceId(i), secret, kind: kindOf(i), patientId }
         : i < count + p.probes ? { deviceId: `probe-${String(i - count + 1).padStart(3, '0')}`, secret, kind: 'bp_cuff', patientId }
@@ -126,6 +173,7 @@ async function startGateway(m: ServerStart): Promise<FromServer> {
     await Promise.all(Array.from({ length: 8 }, lane))
   }
   if (m.synchronous) gateway.store.sqlite.pragma(`synchronous = ${m.synchronous}`)
+  connectedClients = () => ({ connectedClients: gateway.broker.connectedDevices })
 
   stop = async () => {
     // The load processes have drained and disconnected by now: every PUBACK sent is committed.
@@ -151,10 +199,13 @@ process.on('message', (raw) => {
   const fail = (err: unknown) => send({ type: 'error', message: (err as Error).stack ?? String(err) })
   switch (m.cmd) {
     case 'start':
-      (m.target === 'bare' ? startBare(m) : startGateway(m)).then(send, fail)
+      (m.target === 'bare' ? startBare(m) : m.target === 'mosquitto' ? startMosquittoTarget(m) : startGateway(m)).then(send, fail)
       break
     case 'cpu':
-      send({ type: 'cpu', cpu: cpuSnapshot() })
+      send({ type: 'cpu', cpu: brokerCpu() })
+      break
+    case 'stats':
+      send({ type: 'stats', ...brokerStats(m.gc ?? false), cpu: brokerCpu() })
       break
     case 'stop':
       stop().then(

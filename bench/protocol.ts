@@ -22,9 +22,12 @@ export interface CpuSnapshot {
 
 // ---- broker process (bench/ingest-server.ts) ----
 
+export type BrokerTarget = 'bare' | 'gateway' | 'mosquitto'
+
 export interface ServerStart {
   cmd: 'start'
-  target: 'bare' | 'gateway'
+  /** mosquitto: this process starts Debian's mosquitto (bench/mosquitto.ts) and reports that process's CPU. */
+  target: BrokerTarget
   devices: number
   tls: { cert: string; key: string; ca: string }
   dataDir: string
@@ -38,19 +41,45 @@ export interface ServerStart {
 
 /**
  * `patients` patients; the first `devices` of them have one device each (kinds in turn), the
- * next `probes` one bp_cuff each; one provider is on every care team.
+ * next `probes` one bp_cuff each; one provider is on every care team (none without `provider`).
  */
 export interface BulkPopulation {
   patients: number
   probes: number
-  provider: { username: string; password: string }
+  provider?: { username: string; password: string }
+  /** scrypt cost N of the devices' (shared) secret hash: 1024 by default; the registry uses 16384. */
+  secretCostN?: number
 }
 
-export type ToServer = ServerStart | { cmd: 'cpu' } | { cmd: 'stop' }
+export type ToServer = ServerStart | { cmd: 'cpu' } | { cmd: 'stats'; gc?: boolean } | { cmd: 'stop' }
+
+/** Memory of the broker process (for mosquitto, of the mosquitto process: rss only). */
+export interface ServerStats {
+  type: 'stats'
+  rssBytes: number
+  heapUsedBytes?: number
+  externalBytes?: number
+  /** Open file descriptors of the broker process (Linux /proc), when readable. */
+  openFds?: number
+  /** Clients the broker has connected (gateway: devices online; bare: aedes clients). */
+  connectedClients?: number
+  cpu: CpuSnapshot
+}
 
 export type FromServer =
-  | { type: 'ready'; port: number; metricsUrl?: string; httpUrl?: string; devices: BenchDevice[]; probes?: BenchDevice[]; startupMs: number }
+  | {
+      type: 'ready'
+      port: number
+      metricsUrl?: string
+      httpUrl?: string
+      devices: BenchDevice[]
+      probes?: BenchDevice[]
+      startupMs: number
+      /** mosquitto: its version, process id and generated configuration. */
+      broker?: { version: string; pid: number; config: string }
+    }
   | { type: 'cpu'; cpu: CpuSnapshot }
+  | ServerStats
   | { type: 'stopped'; storedReadings?: number; quarantined?: number }
   | { type: 'error'; message: string }
 
@@ -207,4 +236,60 @@ export type FromChatWorker =
   | ChatCounts
   | ChatReport
   | { type: 'closed' }
+  | { type: 'error'; message: string }
+
+// ---- connections: load processes (bench/conn-worker.ts) ----
+
+export interface ConnDevice {
+  deviceId: string
+  secret: string
+  /** A client certificate whose CN is the device id (mqtt-cert mode), PEM. */
+  cert?: string
+}
+
+export interface ConnStorm {
+  cmd: 'storm'
+  /** tls: TLS handshake, then close; mqtt: CONNECT with id and secret, keep open; mqtt-cert: CONNECT with a client certificate, keep open. */
+  mode: 'tls' | 'mqtt' | 'mqtt-cert'
+  host: string
+  port: number
+  servername: string
+  ca: string
+  /** The key of every client certificate (mqtt-cert), PEM. */
+  clientKey?: string
+  /** Source address on loopback (e.g. 127.0.0.11), so each process has its own ephemeral ports. */
+  localAddress?: string
+  devices: ConnDevice[]
+  /** Connects in flight at once in this process. */
+  concurrency: number
+  keepaliveS: number
+  timeoutMs: number
+  /** Wall-clock ms (performance.timeOrigin + performance.now()) at which to begin. */
+  startAt: number
+}
+
+export type ToConnWorker = ConnStorm | { cmd: 'close' } | { cmd: 'stats' } | { cmd: 'exit' }
+
+export interface ConnStormReport {
+  type: 'storm'
+  ok: number
+  failed: number
+  errors: Record<string, number>
+  /** Wall-clock ms of the first connect and of the last one done. */
+  startedAt: number
+  endedAt: number
+  /** Connect start to done (handshake for tls, CONNACK for mqtt). */
+  latency: HistogramSnapshot
+  /** Connect start to the end of the client's TLS handshake. */
+  handshake: HistogramSnapshot
+  cpuFrom: CpuSnapshot
+  cpuTo: CpuSnapshot
+  /** Connections this process holds open now. */
+  held: number
+}
+
+export type FromConnWorker =
+  | ConnStormReport
+  | { type: 'closed'; count: number }
+  | { type: 'stats'; rssBytes: number; held: number; cpu: CpuSnapshot }
   | { type: 'error'; message: string }
