@@ -263,6 +263,9 @@ export class DeviceBroker {
     )
     server.on('tlsClientError', (err, socket) => {
       this.#deps.log.debug({ address: peerAddress(socket), err: err.message }, 'TLS handshake failed')
+      // Node reports a handshake timeout but leaves the socket open: a connection that never
+      // handshakes would hold its place under mqtt.maxConnections for good.
+      socket.destroy()
     })
     this.#ports.tls = await this.#listen(server, config.port, config.host)
 

@@ -17,7 +17,7 @@ import mqtt, { type MqttClient } from 'mqtt'
 import mqttPacket from 'mqtt-packet'
 import { afterEach, describe, expect, it } from 'vitest'
 import { build } from '../../../device-simulator/readings.ts'
-import { nextMessage, tempDir, waitFor } from '../../helpers.ts'
+import { nextMessage, tempDir } from '../../helpers.ts'
 import { caOf, cleanEnv, GatewayProcess, memoryOf, provisionOffline, readJournal, round1, sleep, type ProvisionedDevice } from './harness.ts'
 
 let gateway: GatewayProcess | undefined
@@ -228,4 +228,25 @@ describe('hostile MQTT', () => {
     expect(after.rssMb - before.rssMb).toBeLessThan(150)
     expect(peak.rssMb - before.rssMb).toBeLessThan(300)
   }, 90_000)
+})
+
+describe('hostile MQTT: connections that never handshake', () => {
+  // Node's tls.Server reports a handshake timeout (tlsClientError) but leaves the socket open;
+  // the broker closes it, so such connections cannot fill mqtt.maxConnections.
+  it('closes TCP connections to the TLS port that never start the handshake, and their places come free', async () => {
+    dataDir = tempDir('rpm-hostile-')
+    const [good] = await provisionOffline(dataDir, [{ id: 'locked-out', patient: 'locked-pt' }])
+    gateway = await GatewayProcess.start(dataDir, cleanEnv({ RPM_MQTT_MAX_CONNECTIONS: '50' }))
+    const g = gateway
+    const ca = caOf(dataDir)
+    // Fifty silent connections fill the gateway's connection limit.
+    const silent = await Promise.all(Array.from({ length: 50 }, () => openRaw(g, 'tcp-to-tls-port', ca)))
+    await expect(normalDevice(g, good!, ca)).rejects.toThrow()
+    // The TLS handshake must finish within 10 s (docs/devices.md, Timing).
+    const closedInTime = await Promise.race([Promise.all(silent.map((r) => r.closed)).then(() => true), sleep(20_000).then(() => false)])
+    console.log('[hostile-mqtt] silent connections to the TLS port: %j', summary(silent.map((r) => r.closedAfterMs)))
+    expect(closedInTime).toBe(true)
+    const c = await normalDevice(g, good!, ca)
+    await c.publishAsync(`devices/${good!.id}/readings`, JSON.stringify(build.heartRate(66, { seq: 1 })), { qos: 1 })
+  }, 60_000)
 })
