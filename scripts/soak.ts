@@ -144,7 +144,7 @@ async function main(): Promise<number> {
     // ------------------------------------------------------------ the failures, on a schedule
     const kills: Array<{ atS: number; restartMs: number; inFlightAtKill: number; heldAtRestart: number }> = []
     const flaps: Array<{ atS: number; downS: number; backlogAtReturn?: number; drainedS?: number }> = []
-    const hostile = { rounds: 0, idle: 0, garbage: 0, oversized: 0, noHandshake: 0, noHandshakeStillOpenAfter60s: 0, failed: 0 }
+    const hostile = { rounds: 0, idle: 0, garbage: 0, oversized: 0, noHandshake: 0, noHandshakeCheckedAt60s: 0, noHandshakeStillOpenAfter60s: 0, failed: 0 }
     let stopping = false
     let wake!: () => void
     const stopped = new Promise<void>((resolve) => (wake = resolve))
@@ -237,6 +237,7 @@ async function main(): Promise<number> {
           if (!s) continue
           hostile.noHandshake++
           setTimeout(() => {
+            hostile.noHandshakeCheckedAt60s++
             if (!s.destroyed) {
               hostile.noHandshakeStillOpenAfter60s++
               s.destroy()
@@ -336,9 +337,9 @@ async function main(): Promise<number> {
       say('')
       say(`summary: ${summary.ok ? 'OK' : 'FAILED'}`)
       say(`  acknowledged ${summary.acknowledged}, in the journal ${summary.journalRows}: missing ${summary.missing}, stored twice ${summary.duplicated}`)
-      say(`  ${kills.length} SIGKILLs (restart ${kills.map((k) => k.restartMs).join('/')} ms), ${summary.resentAfterLostConnection} publishes resent after a lost connection, ${summary.reconnects} reconnects`)
+      say(`  ${kills.length} SIGKILLs${kills.length ? ` (restart ${kills.map((k) => k.restartMs).join('/')} ms)` : ''}, ${summary.resentAfterLostConnection} publishes resent after a lost connection, ${summary.reconnects} reconnects`)
       if (influx) say(`  InfluxDB: ${flaps.length} outages (${flaps.map((f) => `${f.downS}s down, backlog ${f.backlogAtReturn ?? '?'}, caught up in ${f.drainedS ?? '?'}s`).join('; ')}); backlog at the end ${influx.backlog ?? '?'}`)
-      say(`  hostile: ${hostile.rounds} rounds, ${hostile.idle} idle, ${hostile.garbage} garbage, ${hostile.oversized} oversized, ${hostile.noHandshake} without TLS handshake (${hostile.noHandshakeStillOpenAfter60s} still open after 60 s)`)
+      say(`  hostile: ${hostile.rounds} rounds, ${hostile.idle} idle, ${hostile.garbage} garbage, ${hostile.oversized} oversized, ${hostile.noHandshake} without TLS handshake (of ${hostile.noHandshakeCheckedAt60s} checked at 60 s, ${hostile.noHandshakeStillOpenAfter60s} still open)`)
       say(`  PUBACK p50/p99/max ${summary.pubackMs.p50}/${summary.pubackMs.p99}/${summary.pubackMs.max} ms`)
       if (summary.memory) say(`  gateway memory: rss ${summary.memory.firstMinute.rssMb} MB (minute 1) -> ${summary.memory.lastMinute.rssMb} MB (last), max ${summary.memory.maxRssMb} MB; heap ${summary.memory.firstMinute.heapUsedMb} -> ${summary.memory.lastMinute.heapUsedMb} MB`)
       say(`  SIGTERM at the end: exit ${exit.code ?? exit.signal}`)
